@@ -1,0 +1,1 @@
+"""Training plugins (found through the `dpo_harness.plugins` entry-point group)."""

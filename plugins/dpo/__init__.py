@@ -1,0 +1,1 @@
+"""The DPO training plugin."""

@@ -1,0 +1,1 @@
+"""Pure scoring functions over text, shared by the suites."""
