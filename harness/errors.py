@@ -1,0 +1,45 @@
+"""Errors a user can meet, each with a one-line cause, a fix, and a distinct exit code.
+
+The CLI prints ``error: <cause>`` and ``  fix: <fix>`` and exits with ``exit_code`` — never a
+traceback for something the user can correct.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "BadInputError",
+    "HarnessError",
+    "IncompatibleBaselineError",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a hard limit failed, the gate refused, or training was stopped
+EXIT_BAD_INPUT = 2  # missing checkpoint, malformed config or file, incompatible baseline
+
+
+class HarnessError(Exception):
+    """An error the user can act on. ``cause`` is one line; ``fix`` says what to do."""
+
+    exit_code: int = EXIT_BAD_INPUT
+
+    def __init__(self, cause: str, fix: str | None = None) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.fix = fix
+
+    def render(self) -> str:
+        lines = [f"error: {self.cause}"]
+        if self.fix:
+            lines.append(f"  fix: {self.fix}")
+        return "\n".join(lines)
+
+
+class BadInputError(HarnessError):
+    """Bad input: a missing path, a malformed file, an invalid option (exit 2)."""
+
+
+class IncompatibleBaselineError(BadInputError):
+    """The stored baseline was computed under different suites, data or generation settings."""

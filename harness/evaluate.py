@@ -1,0 +1,184 @@
+"""Evaluate one checkpoint: load it, run every selected suite through one runner, build the report.
+
+The flow is one direction: suites plan requests → the runner answers them (deduplicated across
+suites) → suites plan follow-up requests that need the first answers → the runner answers those →
+suites score → :class:`~dpo_harness.schema.EvalReport`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+
+from . import __version__
+from .errors import BadInputError
+from .loading import LoadedModel, load_checkpoint
+from .runner import ModelRunner
+from .schema import EvalConfig, EvalReport, Provenance, SuiteIdentity, SuiteResult
+from .suite import Suite, SuiteContext, create_suite
+
+__all__ = ["evaluate", "evaluate_loaded", "library_versions", "load_reference"]
+
+_LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "tokenizers",
+    "safetensors",
+    "pydantic",
+    "numpy",
+    "fugashi",
+    "trl",
+)
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in _LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _make_suites(config: EvalConfig) -> list[Suite]:
+    unknown_data = set(config.suite_data) - set(config.suites)
+    if unknown_data:
+        raise BadInputError(
+            f"--suite-data names suite(s) not selected: {', '.join(sorted(unknown_data))}",
+            "select the suite with --suites, or fix the name",
+        )
+    return [create_suite(name, config.suite_data.get(name)) for name in config.suites]
+
+
+def load_reference(config: EvalConfig, loaded: LoadedModel) -> LoadedModel | None:
+    """The model to compare against: --base if given; an adapter's own base needs no extra copy."""
+    if config.base and not loaded.is_adapter:
+        return load_checkpoint(
+            config.base,
+            device=config.device,
+            dtype=config.dtype,
+            trust_remote_code=config.trust_remote_code,
+            allow_pickle=config.allow_pickle,
+        )
+    return None
+
+
+def evaluate(
+    config: EvalConfig,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    command: str | None = None,
+) -> EvalReport:
+    """Load ``config.checkpoint`` (default: the demo model) and evaluate it."""
+    t0 = time.perf_counter()
+    suites = _make_suites(config)  # bad suite names fail before any model is loaded
+    loaded = load_checkpoint(
+        config.checkpoint,
+        base=config.base,
+        device=config.device,
+        dtype=config.dtype,
+        trust_remote_code=config.trust_remote_code,
+        allow_pickle=config.allow_pickle,
+    )
+    reference = load_reference(config, loaded)
+    load_s = time.perf_counter() - t0
+    report = evaluate_loaded(
+        loaded,
+        config,
+        reference=reference,
+        suites=suites,
+        progress=progress,
+        log=log,
+        command=command,
+    )
+    report.provenance.timings["load"] = round(load_s, 3)
+    report.provenance.timings["total"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def evaluate_loaded(
+    loaded: LoadedModel,
+    config: EvalConfig,
+    *,
+    reference: LoadedModel | None = None,
+    suites: list[Suite] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    command: str | None = None,
+) -> EvalReport:
+    """Evaluate an already loaded model (used by training loops and tests)."""
+    import torch
+
+    say = log or (lambda _msg: None)
+    suites = suites if suites is not None else _make_suites(config)
+    torch.manual_seed(config.seed)
+    runner = ModelRunner(
+        loaded,
+        reference=reference,
+        batch_size=config.batch_size,
+        generation=config.generation,
+        progress=progress,
+    )
+    ctx = SuiteContext(
+        generation=config.generation,
+        has_reference=runner.has_reference,
+        is_adapter=loaded.is_adapter,
+        has_trainer_state=loaded.spec.trainer_state is not None,
+        seed=config.seed,
+    )
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    first = [req for s in suites for req in s.plan(ctx)]
+    say(f"stage 1: {len(first)} requests from {len(suites)} suites")
+    responses = runner.run(first)
+    timings["stage1"] = round(time.perf_counter() - t, 3)
+
+    t = time.perf_counter()
+    second = [req for s in suites for req in s.plan_followup(ctx, responses)]
+    if second:
+        say(f"stage 2: {len(second)} follow-up requests")
+        responses.update(runner.run(second))
+    timings["stage2"] = round(time.perf_counter() - t, 3)
+
+    results: list[SuiteResult] = []
+    for s in suites:
+        t = time.perf_counter()
+        res = s.score(ctx, responses)
+        res.seconds = round(time.perf_counter() - t, 3)
+        timings[f"score.{s.name}"] = res.seconds
+        results.append(res)
+
+    ref_info = reference.info if reference is not None else loaded.base_info
+    prov = Provenance(
+        harness_version=__version__,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        command=command,
+        model=loaded.info,
+        reference=ref_info,
+        reference_source=(
+            "base-option"
+            if reference is not None
+            else "adapter-disabled"
+            if loaded.is_adapter
+            else "none"
+        ),
+        suites={s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites},
+        generation=config.generation,
+        libraries=library_versions(),
+        device=str(loaded.device),
+        dtype=str(loaded.dtype).removeprefix("torch."),
+        seed=config.seed,
+        batch_size=config.batch_size,
+        hostname=platform.node() or None,
+        timings=timings,
+        runner_stats=runner.stats.as_dict(),
+    )
+    return EvalReport(provenance=prov, suites=results)

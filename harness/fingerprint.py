@@ -1,0 +1,102 @@
+"""Stable model fingerprints that change whenever the weights change, and stay cheap.
+
+A fingerprint is a hash over the content hashes of the weight files (plus ``config.json``).
+Content hashes are cached by (path, size, mtime, inode), so a multi-GB model is read once; files
+in the Hugging Face hub cache are content-addressed already (``blobs/<sha256>``), so for those
+the name *is* the hash and nothing is read at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from filelock import FileLock
+
+from .io import atomic_write_text
+
+__all__ = ["cache_dir", "file_digest", "files_fingerprint", "tensors_fingerprint", "text_hash"]
+
+_CHUNK = 8 << 20
+_SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("DPO_HARNESS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dpo_harness"
+    )
+    return Path(root)
+
+
+def text_hash(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=32)
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return "blake2b:" + h.hexdigest()
+
+
+def file_digest(path: Path, *, use_cache: bool = True) -> str:
+    """Content hash of one file, read at most once per (size, mtime, inode)."""
+    real = Path(os.path.realpath(path))
+    # The hub cache stores LFS files as blobs/<sha256 of the content>: free and exact.
+    if real.parent.name == "blobs" and _SHA256_NAME.match(real.name):
+        return "sha256:" + real.name
+    st = real.stat()
+    key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    if not use_cache:
+        return _hash_file(real)
+    store = cache_dir() / "digests.json"
+    try:
+        cached = json.loads(store.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if key in cached:
+        return str(cached[key])
+    digest = _hash_file(real)
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(store) + ".lock", timeout=10):
+            try:
+                cached = json.loads(store.read_text())
+            except (OSError, ValueError):
+                cached = {}
+            cached[key] = digest
+            atomic_write_text(store, json.dumps(cached))
+    except OSError:
+        pass  # a read-only cache costs speed, never correctness
+    return digest
+
+
+def files_fingerprint(files: Iterable[tuple[str, Path]]) -> str:
+    """Hash over (relative name, content hash) pairs, order-independent."""
+    h = hashlib.sha256()
+    for name, path in sorted(files, key=lambda x: x[0]):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(file_digest(path).encode())
+        h.update(b"\n")
+    return "sha256:" + h.hexdigest()
+
+
+def tensors_fingerprint(named_tensors: Iterable[tuple[str, object]]) -> str:
+    """Fingerprint of in-memory tensors (a model that was never saved)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(named_tensors, key=lambda x: x[0]):
+        assert isinstance(t, torch.Tensor)
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        data = t.detach().to("cpu").contiguous()
+        h.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return "sha256:" + h.hexdigest()

@@ -1,0 +1,123 @@
+"""Versioned, atomic reading and writing of the JSON files the harness produces.
+
+Every file written carries a ``schema_version``. Writes go to a temporary file in the target
+directory and are renamed into place, so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import BadInputError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "describe_validation_error",
+    "load_model_file",
+    "read_jsonl",
+    "write_model_file",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_model_file(path: Path, model: BaseModel) -> None:
+    """Serialise a pydantic model as indented JSON, atomically."""
+    atomic_write_text(path, model.model_dump_json(indent=2) + "\n")
+
+
+def describe_validation_error(err: ValidationError, limit: int = 3) -> str:
+    """One line naming the failing field(s): ``field.path: message``."""
+    parts = []
+    for e in err.errors()[:limit]:
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        parts.append(f"{loc}: {e['msg']}")
+    more = len(err.errors()) - limit
+    if more > 0:
+        parts.append(f"(+{more} more)")
+    return "; ".join(parts)
+
+
+def load_model_file(path: Path, model_type: type[M], *, what: str | None = None) -> M:
+    """Load and validate a JSON file written by :func:`write_model_file`.
+
+    Any problem (missing file, invalid JSON, wrong or missing ``schema_version``, a field that
+    does not validate) becomes a :class:`BadInputError` naming the file and the field.
+    """
+    path = Path(path)
+    what = what or model_type.__name__
+    if not path.is_file():
+        raise BadInputError(f"{what} file not found: {path}", "check the path")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(
+            f"{path} is not valid JSON ({exc})", f"regenerate the {what} file"
+        ) from None
+    expected = model_type.model_fields.get("schema_version")
+    if expected is not None and isinstance(raw, dict):
+        want = expected.default
+        got = raw.get("schema_version")
+        if got != want:
+            raise BadInputError(
+                f"{path}: schema_version is {got!r}, this version of dpo-harness reads {want!r}",
+                f"regenerate the {what} with this version of dpo-harness",
+            )
+    try:
+        return model_type.model_validate(raw)
+    except ValidationError as exc:
+        raise BadInputError(
+            f"{path} is not a valid {what}: {describe_validation_error(exc)}",
+            f"regenerate the {what}, or fix the named field",
+        ) from None
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank line; a bad line names its number."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"data file not found: {path}", "check the path")
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadInputError(
+                    f"{path}:{lineno}: not valid JSON ({exc.msg})", "fix that line"
+                ) from None
+            if not isinstance(obj, dict):
+                raise BadInputError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}",
+                    "each line must be one JSON object",
+                )
+            yield lineno, obj

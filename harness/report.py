@@ -1,0 +1,134 @@
+"""Human-readable views of an :class:`EvalReport`: the terminal table, Markdown, worst samples."""
+
+from __future__ import annotations
+
+import math
+
+from tabulate import tabulate
+
+from .schema import Direction, EvalReport, MetricResult, SuiteResult
+
+__all__ = [
+    "format_value",
+    "metric_status",
+    "render_markdown",
+    "render_table",
+    "truncate",
+    "worst_samples",
+]
+
+PASS_MARK = "pass"
+FAIL_MARK = "FAIL"
+
+
+def format_value(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if math.isnan(value):
+        return "nan"
+    if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
+        text = f"{value:.3g}"
+    elif float(value).is_integer() and abs(value) < 1e4:
+        text = f"{int(value)}"
+    else:
+        text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return f"{text} {unit}".strip() if unit and unit not in ("ratio", "share") else text
+
+
+def metric_status(m: MetricResult) -> str:
+    if m.hard_limit_ok is True:
+        return PASS_MARK
+    if m.hard_limit_ok is False:
+        return FAIL_MARK
+    return ""
+
+
+def truncate(text: str | None, n: int = 80) -> str:
+    if text is None:
+        return ""
+    flat = text.replace("\n", "⏎")
+    return flat if len(flat) <= n else flat[: n - 1] + "…"
+
+
+def worst_samples(
+    suite: SuiteResult, metric: MetricResult, k: int = 3
+) -> list[tuple[str, float, str]]:
+    """(item id, value, truncated response) for the k items that score worst on ``metric``."""
+    vals = [(i, v) for i, v in metric.per_sample.items() if v is not None]
+    if not vals:
+        return []
+    reverse = metric.direction in (Direction.LOWER,)
+    vals.sort(key=lambda x: x[1], reverse=reverse)
+    by_id = {s.item_id: s for s in suite.samples}
+    out = []
+    for item_id, v in vals[:k]:
+        rec = by_id.get(item_id)
+        out.append((item_id, v, truncate(rec.response if rec else None)))
+    return out
+
+
+def _rows(report: EvalReport) -> list[list[str]]:
+    rows = []
+    for s in report.suites:
+        for m in s.metrics:
+            value = "NaN/inf" if m.nonfinite else format_value(m.value, m.unit)
+            rows.append([s.name, m.name, value, m.hard_limit_text(), metric_status(m)])
+        for metric, why in s.skipped.items():
+            rows.append([s.name, metric, "skipped", why, ""])
+    return rows
+
+
+def render_table(report: EvalReport, tablefmt: str = "simple") -> str:
+    """The table printed at the end of `evaluate`: suite, metric, value, hard limit, pass/FAIL."""
+    p = report.provenance
+    head = (
+        f"model: {p.model.ref}  ({p.model.kind.value}, {p.model.n_parameters:,} params, "
+        f"{p.dtype} on {p.device})\nfingerprint: {p.model.fingerprint[:23]}…"
+    )
+    if p.reference is not None:
+        head += f"\nreference: {p.reference.ref} ({p.reference_source})"
+    table = tabulate(
+        _rows(report),
+        headers=["suite", "metric", "value", "hard limit", "status"],
+        tablefmt=tablefmt,
+    )
+    lines = [head, "", table]
+    findings = [(s.name, f) for s in report.suites for f in s.findings if f.severity != "info"]
+    if findings:
+        lines.append("")
+        lines.extend(f"[{f.severity}] {name}: {f.message}" for name, f in findings)
+    failed = report.failed_hard_limits()
+    lines.append("")
+    if failed:
+        lines.append(
+            f"FAILED {len(failed)} hard limit(s): " + ", ".join(f"{s}::{m.name}" for s, m in failed)
+        )
+        for sname, m in failed:
+            suite = report.suite(sname)
+            for item_id, v, resp in worst_samples(suite, m, k=2):
+                lines.append(f"  {sname}::{m.name} worst {item_id} = {format_value(v)}: {resp}")
+    else:
+        lines.append("all hard limits passed")
+    return "\n".join(lines)
+
+
+def render_markdown(report: EvalReport) -> str:
+    p = report.provenance
+    parts = [
+        f"# Evaluation of `{p.model.ref}`",
+        "",
+        f"- fingerprint: `{p.model.fingerprint}`",
+        f"- kind: {p.model.kind.value}; {p.model.n_parameters:,} parameters; {p.dtype} on {p.device}",
+        f"- harness {p.harness_version}; created {p.created_at}",
+        "",
+        tabulate(
+            _rows(report),
+            headers=["suite", "metric", "value", "hard limit", "status"],
+            tablefmt="github",
+        ),
+    ]
+    findings = [(s.name, f) for s in report.suites for f in s.findings]
+    if findings:
+        parts += ["", "## Findings", ""]
+        parts += [f"- **{f.severity}** ({name}): {f.message}" for name, f in findings]
+    return "\n".join(parts) + "\n"
