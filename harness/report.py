@@ -73,9 +73,18 @@ def _rows(report: EvalReport) -> list[list[str]]:
         for m in s.metrics:
             value = "NaN/inf" if m.nonfinite else format_value(m.value, m.unit)
             rows.append([s.name, m.name, value, m.hard_limit_text(), metric_status(m)])
-        for metric, why in s.skipped.items():
-            rows.append([s.name, metric, "skipped", why, ""])
+        for metric in s.skipped:
+            rows.append([s.name, metric, "skipped", "", ""])
     return rows
+
+
+def _skipped_notes(report: EvalReport) -> list[str]:
+    """One line per distinct reason a metric was skipped."""
+    reasons: dict[str, list[str]] = {}
+    for s in report.suites:
+        for metric, why in s.skipped.items():
+            reasons.setdefault(why, []).append(f"{s.name}::{metric}")
+    return [f"skipped {', '.join(names)}: {why}" for why, names in reasons.items()]
 
 
 def render_table(report: EvalReport, tablefmt: str = "simple") -> str:
@@ -92,7 +101,7 @@ def render_table(report: EvalReport, tablefmt: str = "simple") -> str:
         headers=["suite", "metric", "value", "hard limit", "status"],
         tablefmt=tablefmt,
     )
-    lines = [head, "", table]
+    lines = [head, "", table, *_skipped_notes(report)]
     findings = [(s.name, f) for s in report.suites for f in s.findings if f.severity != "info"]
     if findings:
         lines.append("")
