@@ -6,175 +6,34 @@ stopped, 2 bad input (a one-line cause and a fix, never a traceback).
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
-from .errors import EXIT_FAILED, EXIT_OK, BadInputError, HarnessError
+from .cli_common import (
+    build_eval_config,
+    default_out,
+    echo_err,
+    eval_options,
+    quiet_libraries,
+    run_guarded,
+)
+from .errors import EXIT_FAILED, EXIT_OK, BadInputError
 
 __all__ = ["cli", "main"]
-
-
-def _quiet_libraries() -> None:
-    # Library chatter (hub telemetry, advisory warnings) would bury the table a person reads.
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def _echo_err(msg: str) -> None:
-    click.echo(msg, err=True)
-
-
-def _parse_suite_data(values: tuple[str, ...]) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for v in values:
-        name, sep, path = v.partition("=")
-        if not sep or not name or not path:
-            raise BadInputError(
-                f"--suite-data {v!r} is not NAME=PATH", "e.g. --suite-data adtech=my_items.jsonl"
-            )
-        out[name.strip()] = Path(path)
-    return out
-
-
-def _default_out(prefix: str) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{prefix}-{stamp}"
-
-
-def run_guarded(fn: Callable[[], int]) -> int:
-    """Run a command body; user-facing errors become one line and an exit code."""
-    try:
-        return fn()
-    except HarnessError as exc:
-        _echo_err(exc.render())
-        return exc.exit_code
-    except KeyboardInterrupt:
-        _echo_err("interrupted")
-        return 130
 
 
 @click.group()
 @click.version_option(__version__, prog_name="dpo-harness")
 def cli() -> None:
     """Evaluate fine-tuned language models, gate them against a baseline, train with guards."""
-    _quiet_libraries()
+    quiet_libraries()
 
 
 # ------------------------------------------------------------------------------ evaluate
-
-
-def _suite_list(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [s.strip() for s in value.split(",") if s.strip()]
-    if not names:
-        raise BadInputError("--suites is empty", "e.g. --suites numerical,repetition")
-    return names
-
-
-def build_eval_config(
-    checkpoint: str | None,
-    *,
-    config_file: Path | None,
-    suites: str | None,
-    suite_data: tuple[str, ...],
-    base: str | None,
-    device: str | None,
-    dtype: str | None,
-    batch_size: int | None,
-    max_new_tokens: int | None,
-    allow_pickle: bool,
-    trust_remote_code: bool,
-) -> Any:
-    from .config import load_config_file, validate_config
-    from .schema import EvalConfig
-
-    overrides: dict[str, Any] = {}
-    if checkpoint is not None:
-        overrides["checkpoint"] = checkpoint
-    if base is not None:
-        overrides["base"] = base
-    names = _suite_list(suites)
-    if names is not None:
-        overrides["suites"] = names
-    if suite_data:
-        overrides["suite_data"] = _parse_suite_data(suite_data)
-    if device is not None:
-        overrides["device"] = device
-    if dtype is not None:
-        overrides["dtype"] = dtype
-    if batch_size is not None:
-        overrides["batch_size"] = batch_size
-    if max_new_tokens is not None:
-        overrides["generation"] = {"max_new_tokens": max_new_tokens}
-    if allow_pickle:
-        overrides["allow_pickle"] = True
-    if trust_remote_code:
-        overrides["trust_remote_code"] = True
-    if config_file is not None:
-        return load_config_file(config_file, EvalConfig, overrides=overrides)
-    return validate_config(overrides, EvalConfig, source="command-line options")
-
-
-def eval_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by every command that evaluates a model."""
-    opts = [
-        click.option("--suites", help="Comma-separated suites (default: all four)."),
-        click.option(
-            "--suite-data",
-            multiple=True,
-            metavar="NAME=PATH",
-            help="Score a suite on your own data file, e.g. adtech=items.jsonl (repeatable).",
-        ),
-        click.option(
-            "--base",
-            help="Reference model for KL and answer perplexity (default: an adapter's base).",
-        ),
-        click.option("--device", help="auto (default), cpu, cuda, cuda:N, mps."),
-        click.option(
-            "--dtype",
-            type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-            help="Default auto.",
-        ),
-        click.option(
-            "--batch-size",
-            type=click.IntRange(1, 4096),
-            help="Requests per forward pass (default 16).",
-        ),
-        click.option(
-            "--max-new-tokens",
-            type=click.IntRange(1, 8192),
-            help="Generation length (default 128).",
-        ),
-        click.option(
-            "--allow-pickle",
-            is_flag=True,
-            help="Allow pickle .bin weights (runs code from the file).",
-        ),
-        click.option(
-            "--trust-remote-code", is_flag=True, help="Allow model code from the checkpoint."
-        ),
-        click.option(
-            "--config", "config_file", type=click.Path(path_type=Path), help="YAML/JSON EvalConfig."
-        ),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
 
 
 @cli.command()
@@ -197,11 +56,11 @@ def evaluate(checkpoint: str | None, out: Path | None, quiet: bool, **kw: Any) -
         from .report import render_markdown, render_table
 
         config = build_eval_config(checkpoint, **kw)
-        out_dir = out or _default_out("eval")
+        out_dir = out or default_out("eval")
         report = run_eval(
             config,
             progress=not quiet,
-            log=None if quiet else _echo_err,
+            log=None if quiet else echo_err,
             command="dpo-harness " + " ".join(sys.argv[1:]),
         )
         write_model_file(out_dir / "report.json", report)
@@ -282,10 +141,89 @@ def demo_build(out: Path | None, steps: int | None, quiet: bool) -> None:
         if steps is not None:
             cfg = replace(cfg, steps=steps)
         target = out or demo_model_dir()
-        build_demo(target, config=cfg, progress=not quiet, log=_echo_err)
+        build_demo(target, config=cfg, progress=not quiet, log=echo_err)
         return EXIT_OK
 
     sys.exit(run_guarded(body))
+
+
+@demo.command("variant")
+@click.argument("kind", type=click.Choice(["nan", "bang", "english", "chinese"]))
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Directory to write the model to."
+)
+@click.option("--steps", type=click.IntRange(1, 1000), default=20, show_default=True)
+def demo_variant(kind: str, out: Path, steps: int) -> None:
+    """Write a broken variant of the demo model (to see the suites and the gate refuse it).
+
+    nan: one NaN weight (the seed run); bang: answers "！！！！…"; english / chinese: answers in the
+    wrong language.
+    """
+
+    def body() -> int:
+        from .demo.variants import make_variant
+
+        if out.exists() and any(out.iterdir()):
+            raise BadInputError(f"{out} exists and is not empty", "choose a new --out directory")
+        make_variant(kind, out, steps=steps)
+        click.echo(f"wrote the {kind!r} variant of the demo model to {out}")
+        return EXIT_OK
+
+    sys.exit(run_guarded(body))
+
+
+@cli.command()
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("docs/calibration.md"), show_default=True
+)
+@click.option(
+    "--with-variants/--no-variants",
+    default=True,
+    show_default=True,
+    help="Also score broken demo models.",
+)
+def calibrate(out: Path, with_variants: bool) -> None:
+    """Measure the text suites on the demo base, human Japanese and degenerate outputs."""
+
+    def body() -> int:
+        import tempfile
+
+        from .demo.variants import make_variant
+        from .io import atomic_write_text
+        from .suites.calibration import calibrate as run
+        from .suites.calibration import calibrate_numerical, render_calibration, render_numerical
+
+        kinds = ("nan", "bang", "english", "chinese") if with_variants else ()
+        with tempfile.TemporaryDirectory() as tmp:
+            built = {k: make_variant(k, Path(tmp) / k) for k in kinds}
+            text_variants = {k: p for k, p in built.items() if k != "nan"}
+            results = run(variants=text_variants, log=echo_err)
+            echo_err("numerical suite on the base and the variants")
+            numerical = calibrate_numerical(
+                {"demo base": None, **{f"{k} model": p for k, p in built.items()}}
+            )
+        text = render_calibration(results) + "\n" + render_numerical(numerical)
+        atomic_write_text(out, text)
+        click.echo(text)
+        click.echo(f"written to {out}")
+        return EXIT_OK
+
+    sys.exit(run_guarded(body))
+
+
+def _register() -> None:
+    from .cli_baseline import baseline
+    from .cli_gate import gate_command
+    from .cli_train import preflight_command, train_and_gate_command, train_command
+
+    cli.add_command(baseline)
+    cli.add_command(gate_command)
+    cli.add_command(train_and_gate_command)
+    cli.add_command(train_command)
+    cli.add_command(preflight_command)
+
+
+_register()
 
 
 def main(argv: list[str] | None = None) -> None:

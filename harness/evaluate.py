@@ -18,7 +18,7 @@ from . import __version__
 from .errors import BadInputError
 from .loading import LoadedModel, load_checkpoint
 from .runner import ModelRunner
-from .schema import EvalConfig, EvalReport, Provenance, SuiteIdentity, SuiteResult
+from .schema import EvalConfig, EvalReport, Provenance, ReferenceSource, SuiteIdentity, SuiteResult
 from .suite import Suite, SuiteContext, create_suite
 
 __all__ = ["evaluate", "evaluate_loaded", "library_versions", "load_reference"]
@@ -103,6 +103,14 @@ def evaluate(
     return report
 
 
+def _reference_source(loaded: LoadedModel, reference: LoadedModel | None) -> ReferenceSource:
+    if reference is loaded:
+        return "self"
+    if reference is not None:
+        return "base-option"
+    return "adapter-disabled" if loaded.is_adapter else "none"
+
+
 def evaluate_loaded(
     loaded: LoadedModel,
     config: EvalConfig,
@@ -163,13 +171,7 @@ def evaluate_loaded(
         command=command,
         model=loaded.info,
         reference=ref_info,
-        reference_source=(
-            "base-option"
-            if reference is not None
-            else "adapter-disabled"
-            if loaded.is_adapter
-            else "none"
-        ),
+        reference_source=_reference_source(loaded, reference),
         suites={s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites},
         generation=config.generation,
         libraries=library_versions(),

@@ -27,6 +27,7 @@ __all__ = [
     "DEMO_ALIASES",
     "CheckpointSpec",
     "LoadedModel",
+    "checkpoint_fingerprint",
     "demo_model_dir",
     "load_checkpoint",
     "load_model",
@@ -269,6 +270,11 @@ def resolve_checkpoint(
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def checkpoint_fingerprint(spec: CheckpointSpec) -> str:
+    """The fingerprint of a resolved checkpoint's own files, without loading it."""
+    return _fingerprint_dir(spec.path, spec.weight_files)
 
 
 def _fingerprint_dir(path: Path, weight_files: tuple[Path, ...]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 
 from tabulate import tabulate
 
@@ -44,9 +45,13 @@ def metric_status(m: MetricResult) -> str:
 
 
 def truncate(text: str | None, n: int = 80) -> str:
+    """One printable line: newlines shown as ⏎, other control characters escaped."""
     if text is None:
         return ""
-    flat = text.replace("\n", "⏎")
+    flat = "".join(
+        "⏎" if ch == "\n" else (f"\\x{ord(ch):02x}" if unicodedata.category(ch) == "Cc" else ch)
+        for ch in text
+    )
     return flat if len(flat) <= n else flat[: n - 1] + "…"
 
 
@@ -87,6 +92,21 @@ def _skipped_notes(report: EvalReport) -> list[str]:
     return [f"skipped {', '.join(names)}: {why}" for why, names in reasons.items()]
 
 
+def _failure_lines(report: EvalReport, quote: str = "") -> list[str]:
+    """The verdict line, then the worst samples of every failed hard limit, quoted."""
+    failed = report.failed_hard_limits()
+    if not failed:
+        return ["all hard limits passed"]
+    lines = [
+        f"FAILED {len(failed)} hard limit(s): " + ", ".join(f"{s}::{m.name}" for s, m in failed)
+    ]
+    for sname, m in failed:
+        for item_id, v, resp in worst_samples(report.suite(sname), m, k=3):
+            shown = f": {quote}{resp}{quote}" if resp else ""
+            lines.append(f"  {sname}::{m.name} worst {item_id} = {format_value(v)}{shown}")
+    return lines
+
+
 def render_table(report: EvalReport, tablefmt: str = "simple") -> str:
     """The table printed at the end of `evaluate`: suite, metric, value, hard limit, pass/FAIL."""
     p = report.provenance
@@ -106,18 +126,8 @@ def render_table(report: EvalReport, tablefmt: str = "simple") -> str:
     if findings:
         lines.append("")
         lines.extend(f"[{f.severity}] {name}: {f.message}" for name, f in findings)
-    failed = report.failed_hard_limits()
     lines.append("")
-    if failed:
-        lines.append(
-            f"FAILED {len(failed)} hard limit(s): " + ", ".join(f"{s}::{m.name}" for s, m in failed)
-        )
-        for sname, m in failed:
-            suite = report.suite(sname)
-            for item_id, v, resp in worst_samples(suite, m, k=2):
-                lines.append(f"  {sname}::{m.name} worst {item_id} = {format_value(v)}: {resp}")
-    else:
-        lines.append("all hard limits passed")
+    lines.extend(_failure_lines(report))
     return "\n".join(lines)
 
 
@@ -136,8 +146,10 @@ def render_markdown(report: EvalReport) -> str:
             tablefmt="github",
         ),
     ]
+    parts += ["", *_skipped_notes(report)]
     findings = [(s.name, f) for s in report.suites for f in s.findings]
     if findings:
         parts += ["", "## Findings", ""]
         parts += [f"- **{f.severity}** ({name}): {f.message}" for name, f in findings]
+    parts += ["", "## Verdict", "", *(f"    {line}" for line in _failure_lines(report))]
     return "\n".join(parts) + "\n"

@@ -477,7 +477,10 @@ class ModelRunner:
             finite = bool(torch.isfinite(logits).all())
             logp = torch.log_softmax(logits, dim=-1)
             p = logp.exp()
+            # 0·log 0 = 0 for finite rows; a non-finite row must stay NaN, not read as "certain".
             entropy = -(torch.where(p > 0, p * logp, torch.zeros_like(p))).sum(-1)
+            if not finite:
+                entropy = torch.full_like(entropy, float("nan"))
             kl_mean = kl_max = agree = None
             if r.with_reference and ref[k] is not None:
                 ref_logp = torch.log_softmax(ref[k], dim=-1)

@@ -39,6 +39,7 @@ __all__ = [
     "ProbeResponse",
     "Prompt",
     "Provenance",
+    "ReferenceSource",
     "Request",
     "Response",
     "RollingLoglikelihoodRequest",
@@ -294,6 +295,7 @@ class MetricSpec(_Strict):
     hard_max: float | None = None
     margin: float | None = None  # non-inferiority margin (metric units); None = not gated
     binary: bool = False  # per-sample values are 0/1 (paired with McNemar)
+    needs_reference: bool = False  # comparable only when scored under the same reference model
 
     def hard_limit_text(self) -> str:
         parts = []
@@ -417,13 +419,18 @@ class ModelInfo(_Strict):
     tokenizer_hash: str | None = None
 
 
+# Where the reference model came from: the model itself (a baseline), the adapter switched off,
+# --base (or the baseline's base model), or none (reference-dependent metrics self-scored).
+ReferenceSource = Literal["self", "adapter-disabled", "base-option", "none"]
+
+
 class Provenance(_Strict):
     harness_version: str
     created_at: str
     command: str | None = None
     model: ModelInfo
     reference: ModelInfo | None = None
-    reference_source: Literal["adapter-disabled", "base-option", "none"] = "none"
+    reference_source: ReferenceSource = "none"
     suites: dict[str, SuiteIdentity]
     generation: GenerationSettings
     libraries: dict[str, str]

@@ -56,6 +56,9 @@ class Suite(ABC):
     name: ClassVar[str]
     version: ClassVar[str]
     description: ClassVar[str] = ""
+    # Modules (besides the suite's own) whose code decides its scores: a change there is a
+    # scoring change, and the version must be bumped (see dpo_harness.suites.versions).
+    scoring_modules: ClassVar[tuple[str, ...]] = ("dpo_harness.suites.common",)
 
     def __init__(self, data_path: Path | None = None) -> None:
         self.data_path = data_path

@@ -91,8 +91,13 @@ def user_prompt(text: str) -> Prompt:
 
 
 def mean(values: Iterable[float | None]) -> float | None:
-    """Mean of the finite values; None when there are none."""
-    vals = [v for v in values if v is not None and math.isfinite(v)]
+    """Mean over the items that have a value (None = not applicable); None when none do.
+
+    A non-finite value makes the mean NaN: a NaN must fail loudly, never be averaged away.
+    """
+    vals = [v for v in values if v is not None]
+    if any(not math.isfinite(v) for v in vals):
+        return float("nan")
     return sum(vals) / len(vals) if vals else None
 
 

@@ -44,6 +44,7 @@ class FluencySuite(Suite):
     name = "fluency"
     version = "1"
     description = "Japanese script share, Chinese drift, broken characters, sentence endings, morphology, answer NLL."
+    scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.metrics.japanese")
 
     def __init__(self, data_path: Path | None = None) -> None:
         super().__init__(data_path)
@@ -65,18 +66,28 @@ class FluencySuite(Suite):
             ),
             MetricSpec(
                 name="chinese_drift",
-                description="mean share of sentences with >= 4 kanji and no kana",
+                description="responses with a sentence of >= 4 kanji and no kana (Chinese, not Japanese)",
                 direction=Direction.LOWER,
                 unit="share",
                 hard_max=0.3,
                 margin=0.1,
+                binary=True,
+            ),
+            MetricSpec(
+                name="broken_char_share",
+                description="responses containing U+FFFD or a control character",
+                direction=Direction.LOWER,
+                unit="share",
+                hard_max=0.5,
+                margin=0.2,
+                binary=True,
             ),
             MetricSpec(
                 name="replacement_chars",
                 description="mean count of U+FFFD per response (broken multi-byte characters)",
                 direction=Direction.LOWER,
                 unit="chars",
-                margin=0.5,
+                hard_max=2.0,
             ),
             MetricSpec(
                 name="control_chars",
@@ -84,13 +95,13 @@ class FluencySuite(Suite):
                 direction=Direction.LOWER,
                 unit="chars",
                 hard_max=5.0,
-                margin=0.5,
             ),
             MetricSpec(
                 name="sentence_end_ok",
                 description="mean share of sentences ending in a verb, auxiliary, adjective, noun or final particle",
                 direction=Direction.HIGHER,
                 unit="share",
+                hard_min=0.5,
                 margin=0.15,
             ),
             MetricSpec(
@@ -98,6 +109,7 @@ class FluencySuite(Suite):
                 description="mean UniDic unknown-word rate (Latin words and numbers excluded)",
                 direction=Direction.LOWER,
                 unit="share",
+                hard_max=0.2,
                 margin=0.05,
             ),
             MetricSpec(
@@ -114,6 +126,7 @@ class FluencySuite(Suite):
                 direction=Direction.BAND,
                 unit="nats/token",
                 margin=0.5,
+                needs_reference=True,
             ),
         ]
 
@@ -149,9 +162,10 @@ class FluencySuite(Suite):
             return {i: (None if v is None else float(v)) for i, v in zip(ids, values, strict=True)}
 
         jp = col([japanese_share(t) if t.strip() else None for t in texts])
-        drift = col([d / n if n else 0.0 for d, n in drift_pairs])
+        drift = col([float(d > 0) for d, _ in drift_pairs])
         fffd = col([replacement_char_count(t) for t in texts])
         ctrl = col([control_char_count(t) for t in texts])
+        broken = col([float(bool(fffd[i] or ctrl[i])) for i in ids])
         ends = col([m.sentence_end_ok_share if m.n_sentences else None for m in morph])
         unk = col([m.unknown_rate_nonlatin if m.n_tokens else None for m in morph])
         sym = col([m.symbol_token_share if m.n_tokens else None for m in morph])
@@ -172,6 +186,7 @@ class FluencySuite(Suite):
         metrics = [
             self.result("japanese_share", mean(jp.values()), jp),
             self.result("chinese_drift", mean(drift.values()), drift),
+            self.result("broken_char_share", mean(broken.values()), broken),
             self.result("replacement_chars", mean(fffd.values()), fffd),
             self.result("control_chars", mean(ctrl.values()), ctrl),
             self.result("sentence_end_ok", mean(ends.values()), ends),

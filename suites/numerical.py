@@ -53,6 +53,7 @@ class NumericalSuite(Suite):
     name = "numerical"
     version = "1"
     description = "Non-finite weights, probe logits, KL from the reference, held-out bits/byte, LoRA, parity, logs."
+    scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.forensics")
 
     def __init__(self, data_path: Path | None = None) -> None:
         super().__init__(data_path)

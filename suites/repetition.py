@@ -29,6 +29,10 @@ from .metrics.repetition import distinct_n, ngram_uniqueness, profile, self_bleu
 
 __all__ = ["DEGENERATE_RULES", "RepetitionSuite", "is_degenerate"]
 
+# Per-response loop signals are mostly 0 with rare spikes, so their means are gated by hard limits
+# only; the paired comparison with the baseline runs on the binary per-response verdict below
+# (degenerate or not), where one looping answer is one discordant pair, not an outlier that
+# swamps a bootstrap interval.
 # A response is degenerate when any of these holds (human Japanese: run ≤ 5, tail 0, rep-4 ≤ 0.25;
 # metrics.md §1.3). The cut-offs sit well inside the gap between the two populations.
 DEGENERATE_RULES = {"longest_char_run": 20, "tail_loop_fraction": 0.5, "char_seq_rep4": 0.6}
@@ -47,6 +51,7 @@ class RepetitionSuite(Suite):
     name = "repetition"
     version = "1"
     description = "Loops, '！！！！' runs, looping tails, canned answers, missing EOS."
+    scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.metrics.repetition")
 
     def __init__(self, data_path: Path | None = None) -> None:
         super().__init__(data_path)
@@ -74,21 +79,19 @@ class RepetitionSuite(Suite):
                 direction=Direction.LOWER,
                 unit="chars",
                 hard_max=20.0,
-                margin=2.0,
             ),
             MetricSpec(
                 name="tail_loop_fraction",
                 description="mean share of the response covered by a periodic looping tail",
                 direction=Direction.LOWER,
                 hard_max=0.5,
-                margin=0.1,
                 **share,
             ),
             MetricSpec(
                 name="char_seq_rep4",
                 description="mean character 4-gram seq-rep (responses >= 50 chars)",
                 direction=Direction.LOWER,
-                margin=0.1,
+                hard_max=0.5,
                 **share,
             ),
             MetricSpec(
@@ -103,7 +106,7 @@ class RepetitionSuite(Suite):
                 name="compression_excess",
                 description="zlib ratio / human p99 ratio at the same length (>1: more repetitive than any human text)",
                 direction=Direction.LOWER,
-                margin=0.15,
+                hard_max=2.0,
                 unit="ratio",
             ),
             MetricSpec(
@@ -118,6 +121,7 @@ class RepetitionSuite(Suite):
                 name="ngram_uniqueness",
                 description="mean share of a response's char 4-grams found in no other response",
                 direction=Direction.HIGHER,
+                hard_min=0.1,
                 margin=0.15,
                 **share,
             ),
@@ -125,6 +129,7 @@ class RepetitionSuite(Suite):
                 name="self_bleu",
                 description="mean character BLEU of each response against all others",
                 direction=Direction.LOWER,
+                hard_max=90.0,
                 margin=10.0,
                 unit="BLEU",
             ),

@@ -51,10 +51,21 @@ def make_variant(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ca
 
 
 @pytest.fixture(scope="session")
-def nan_model_dir(make_variant: Callable[..., Path]) -> Path:
+def demo_variant(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """demo_variant(kind) -> a broken demo model (nan, bang, english, chinese), built once per session."""
+    from dpo_harness.demo.variants import make_variant as build
+
+    cache: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in cache:
+            cache[kind] = build(kind, tmp_path_factory.mktemp(f"variant-{kind}"))
+        return cache[kind]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def nan_model_dir(demo_variant: Callable[[str], Path]) -> Path:
     """The demo model with a single NaN in one MLP weight — the seed run's end state."""
-
-    def poison(model: Any) -> None:
-        model.model.layers[1].mlp.down_proj.weight[3, 7] = float("nan")
-
-    return make_variant("nan-model", poison)
+    return demo_variant("nan")

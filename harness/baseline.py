@@ -1,0 +1,207 @@
+"""Stored baselines: a base model's full evaluation report plus the key that says what it is comparable to.
+
+A baseline file holds the base model's :class:`EvalReport` with every per-sample result, a
+:class:`CompatibilityKey` (suite versions, data hashes, generation settings, chat template and
+tokenizer hashes — never batch size, device or process count, which do not change what is
+measured), and a content checksum so a corrupt or hand-edited file is refused. Files live in
+``baselines/<slug>.json``; an update moves the previous one to ``baselines/history/<slug>/`` and
+writes a Markdown update report to ``baselines/reports/``. Writes are atomic and locked.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import BadInputError, IncompatibleBaselineError
+from .io import atomic_write_text, load_model_file
+from .schema import EvalReport, GenerationSettings, SuiteIdentity
+
+__all__ = [
+    "Baseline",
+    "CompatibilityKey",
+    "baselines_dir",
+    "find_baseline",
+    "key_of",
+    "load_baseline",
+    "save_baseline",
+    "slug_for",
+]
+
+BASELINE_SCHEMA: Literal["1"] = "1"
+
+
+class CompatibilityKey(BaseModel):
+    """Two evaluations are comparable item by item only when these agree."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suites: dict[str, SuiteIdentity]
+    generation: GenerationSettings
+    chat_template_hash: str | None
+    tokenizer_hash: str | None
+
+    def differences(self, other: CompatibilityKey, suites: list[str] | None = None) -> list[str]:
+        """What differs, one phrase each (limited to ``suites`` when given)."""
+        out = []
+        names = suites if suites is not None else sorted(set(self.suites) | set(other.suites))
+        for name in names:
+            a, b = self.suites.get(name), other.suites.get(name)
+            if a is None or b is None:
+                out.append(
+                    f"suite {name!r} is {'missing from the baseline' if a is None else 'not in the candidate'}"
+                )
+            elif a.version != b.version:
+                out.append(f"suite {name!r} version {a.version} (baseline) vs {b.version}")
+            elif a.data_hash != b.data_hash:
+                out.append(
+                    f"suite {name!r} data changed ({a.data_hash[:15]}… vs {b.data_hash[:15]}…)"
+                )
+        if self.generation != other.generation:
+            out.append(
+                f"generation settings {self.generation.model_dump()} (baseline) vs {other.generation.model_dump()}"
+            )
+        if self.chat_template_hash != other.chat_template_hash:
+            out.append("the chat template differs")
+        if self.tokenizer_hash != other.tokenizer_hash:
+            out.append("the tokenizer vocabulary differs")
+        return out
+
+
+def key_of(report: EvalReport) -> CompatibilityKey:
+    p = report.provenance
+    return CompatibilityKey(
+        suites=dict(p.suites),
+        generation=p.generation,
+        chat_template_hash=p.model.chat_template_hash,
+        tokenizer_hash=p.model.tokenizer_hash,
+    )
+
+
+class Baseline(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal["1"] = BASELINE_SCHEMA
+    base_model: str
+    base_fingerprint: str
+    created_at: str
+    reason: str = "created"
+    key: CompatibilityKey
+    report: EvalReport
+    checksum: str = Field(
+        default="", description="sha256 of this file's content without the checksum"
+    )
+
+    def content_hash(self) -> str:
+        body = self.model_dump(mode="json", exclude={"checksum"})
+        blob = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def sealed(self) -> Baseline:
+        return self.model_copy(update={"checksum": self.content_hash()})
+
+    def check_compatible(self, report: EvalReport, suites: list[str] | None = None) -> None:
+        """Refuse a comparison with different suites, data or generation settings."""
+        self.check_key(key_of(report), suites)
+
+    def check_key(self, key: CompatibilityKey, suites: list[str] | None = None) -> None:
+        diffs = self.key.differences(key, suites)
+        if diffs:
+            raise IncompatibleBaselineError(
+                f"the baseline for {self.base_model} is not comparable: " + "; ".join(diffs),
+                f"re-create it with: dpo-harness baseline update {self.base_model}",
+            )
+
+
+def baselines_dir(explicit: Path | None = None) -> Path:
+    """--baselines-dir, else $DPO_HARNESS_BASELINES, else ./baselines."""
+    if explicit is not None:
+        return Path(explicit)
+    env = os.environ.get("DPO_HARNESS_BASELINES")
+    return Path(env) if env else Path("baselines")
+
+
+def slug_for(model_ref: str) -> str:
+    """A readable file name for a model reference: 'SakanaAI/TinySwallow-1.5B' -> 'sakanaai--tinyswallow-1.5b'."""
+    ref = model_ref.rstrip("/")
+    if os.sep in ref and Path(ref).exists():
+        ref = Path(ref).name
+    slug = re.sub(r"[^a-z0-9._-]+", "-", ref.lower().replace("/", "--")).strip("-.")
+    return slug or "model"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def load_baseline(path: Path) -> Baseline:
+    """Load and verify a baseline; a corrupt or hand-edited file is refused."""
+    baseline = load_model_file(path, Baseline, what="baseline")
+    if baseline.checksum != baseline.content_hash():
+        raise BadInputError(
+            f"{path}: checksum mismatch — the baseline was edited by hand or is corrupt",
+            f"restore it from baselines/history/, or re-create it with: dpo-harness baseline update {baseline.base_model}",
+        )
+    return baseline
+
+
+def save_baseline(baseline: Baseline, directory: Path) -> tuple[Path, Path | None]:
+    """Write ``baseline`` as ``<dir>/<slug>.json``; the previous one moves to history. Locked, atomic."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    slug = slug_for(baseline.base_model)
+    path = directory / f"{slug}.json"
+    sealed = baseline.sealed()
+    previous: Path | None = None
+    with FileLock(str(directory / f".{slug}.lock"), timeout=60):
+        if path.exists():
+            old = load_baseline(path)
+            stamp = re.sub(r"[^0-9T]", "", old.created_at)[:15]
+            history = directory / "history" / slug
+            history.mkdir(parents=True, exist_ok=True)
+            previous = history / f"{stamp}-{old.checksum.removeprefix('sha256:')[:8]}.json"
+            os.replace(path, previous)
+        atomic_write_text(path, sealed.model_dump_json(indent=1) + "\n")
+    return path, previous
+
+
+def find_baseline(directory: Path, *, base_ref: str | None, base_fingerprint: str | None) -> Path:
+    """The baseline for a base model: by fingerprint first (robust to moved paths), then by name."""
+    directory = Path(directory)
+    candidates = sorted(directory.glob("*.json")) if directory.is_dir() else []
+    if base_fingerprint:
+        for p in candidates:
+            try:
+                raw = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(raw, dict) and raw.get("base_fingerprint") == base_fingerprint:
+                return p
+    if base_ref:
+        p = directory / f"{slug_for(base_ref)}.json"
+        if p.is_file():
+            return p
+    what = base_ref or base_fingerprint or "the candidate's base model"
+    raise BadInputError(
+        f"no stored baseline for {what} in {directory}",
+        f"create one with: dpo-harness baseline create {base_ref or 'BASE_MODEL'} (or pass --baseline FILE)",
+    )
+
+
+def new_baseline(report: EvalReport, *, reason: str) -> Baseline:
+    return Baseline(
+        base_model=report.provenance.model.ref,
+        base_fingerprint=report.provenance.model.fingerprint,
+        created_at=_now(),
+        reason=reason,
+        key=key_of(report),
+        report=report,
+    )

@@ -1,0 +1,225 @@
+"""`dpo-harness baseline create | update | show | diff`."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from .baseline import (
+    Baseline,
+    baselines_dir,
+    load_baseline,
+    new_baseline,
+    save_baseline,
+    slug_for,
+)
+from .cli_common import build_eval_config, echo_err, eval_options, run_guarded
+from .compare import compare_reports, render_update_report, update_reasons
+from .errors import EXIT_OK, BadInputError
+from .io import atomic_write_text
+from .report import format_value
+from .schema import EvalConfig, EvalReport
+
+__all__ = ["baseline", "evaluate_base"]
+
+
+def evaluate_base(config: EvalConfig, *, quiet: bool, command: str) -> EvalReport:
+    """Evaluate a base model as its own reference (KL 0, answers scored under itself)."""
+    from .evaluate import evaluate_loaded
+    from .loading import load_checkpoint
+
+    loaded = load_checkpoint(
+        config.checkpoint,
+        device=config.device,
+        dtype=config.dtype,
+        trust_remote_code=config.trust_remote_code,
+        allow_pickle=config.allow_pickle,
+    )
+    if loaded.is_adapter:
+        raise BadInputError(
+            f"{config.checkpoint} is a PEFT adapter; a baseline is the evaluation of a base model",
+            f"pass its base model instead: {loaded.spec.base_ref}",
+        )
+    return evaluate_loaded(
+        loaded,
+        config,
+        reference=loaded,
+        progress=not quiet,
+        log=None if quiet else echo_err,
+        command=command,
+    )
+
+
+@click.group()
+def baseline() -> None:
+    """Stored base-model baselines (the gate compares candidates with them)."""
+
+
+def _dir_option(fn: Any) -> Any:
+    return click.option(
+        "--baselines-dir",
+        "baselines_dir_opt",
+        type=click.Path(path_type=Path),
+        help="Where baselines live (default $DPO_HARNESS_BASELINES or ./baselines).",
+    )(fn)
+
+
+def _write(report: EvalReport, directory: Path, reason: str) -> tuple[Path, Path | None, Baseline]:
+    b = new_baseline(report, reason=reason)
+    path, previous = save_baseline(b, directory)
+    return path, previous, load_baseline(path)
+
+
+@baseline.command("create")
+@click.argument("model", required=False)
+@eval_options
+@_dir_option
+@click.option("--force", is_flag=True, help="Replace an existing baseline (it moves to history).")
+@click.option("--quiet", is_flag=True)
+def create(
+    model: str | None,
+    baselines_dir_opt: Path | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    **kw: Any,
+) -> None:
+    """Evaluate MODEL (default: the demo model) and store it as its baseline."""
+
+    def body() -> int:
+        config = build_eval_config(model or "demo", **kw)
+        directory = baselines_dir(baselines_dir_opt)
+        target = directory / f"{slug_for(config.checkpoint or 'demo')}.json"
+        if target.exists() and not force:
+            raise BadInputError(
+                f"a baseline already exists: {target}",
+                f"use `dpo-harness baseline update {config.checkpoint}` to replace it with a report",
+            )
+        report = evaluate_base(config, quiet=quiet, command="dpo-harness " + " ".join(sys.argv[1:]))
+        path, previous, stored = _write(report, directory, "created")
+        click.echo(f"baseline for {stored.base_model} written to {path}")
+        if previous:
+            click.echo(f"previous baseline kept at {previous}")
+        click.echo(_summary(stored))
+        return EXIT_OK
+
+    sys.exit(run_guarded(body))
+
+
+@baseline.command("update")
+@click.argument("model", required=False)
+@eval_options
+@_dir_option
+@click.option("--reason", help="Why you update (kept in the report and the baseline).")
+@click.option("--quiet", is_flag=True)
+def update(
+    model: str | None,
+    baselines_dir_opt: Path | None = None,
+    reason: str | None = None,
+    quiet: bool = False,
+    **kw: Any,
+) -> None:
+    """Re-evaluate MODEL, replace its baseline (the old one goes to history), write an update report."""
+
+    def body() -> int:
+        config = build_eval_config(model or "demo", **kw)
+        directory = baselines_dir(baselines_dir_opt)
+        target = directory / f"{slug_for(config.checkpoint or 'demo')}.json"
+        if not target.exists():
+            raise BadInputError(
+                f"no baseline to update at {target}",
+                f"create it with: dpo-harness baseline create {config.checkpoint}",
+            )
+        old = load_baseline(target)
+        report = evaluate_base(config, quiet=quiet, command="dpo-harness " + " ".join(sys.argv[1:]))
+        reasons = update_reasons(old, report, reason)
+        rows = compare_reports(old.report, report)
+        path, previous, stored = _write(report, directory, "; ".join(reasons))
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        md = render_update_report(
+            f"Baseline update: {stored.base_model}",
+            rows,
+            reasons,
+            old_label=f"{previous} ({old.created_at}, {old.checksum[:19]}…)",
+            new_label=f"{path} ({stored.created_at}, {stored.checksum[:19]}…)",
+        )
+        report_path = directory / "reports" / f"{slug_for(stored.base_model)}-{stamp}.md"
+        atomic_write_text(report_path, md)
+        click.echo(md)
+        click.echo(
+            f"baseline written to {path}; previous kept at {previous}; report at {report_path}"
+        )
+        return EXIT_OK
+
+    sys.exit(run_guarded(body))
+
+
+def _summary(b: Baseline) -> str:
+    rows = []
+    for s in b.report.suites:
+        for m in s.metrics:
+            rows.append(
+                [f"{s.name} v{s.version}", m.name, format_value(m.value, m.unit), len(m.per_sample)]
+            )
+    head = (
+        f"base model: {b.base_model}\nfingerprint: {b.base_fingerprint}\ncreated: {b.created_at}  ({b.reason})\n"
+        f"checksum: {b.checksum}\ngeneration: {b.key.generation.model_dump()}\n"
+    )
+    return head + tabulate(rows, headers=["suite", "metric", "value", "items"])
+
+
+@baseline.command("show")
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@_dir_option
+def show(file: Path | None, baselines_dir_opt: Path | None = None) -> None:
+    """Show one baseline, or list all of them."""
+
+    def body() -> int:
+        if file is not None:
+            click.echo(_summary(load_baseline(file)))
+            return EXIT_OK
+        directory = baselines_dir(baselines_dir_opt)
+        files = sorted(directory.glob("*.json")) if directory.is_dir() else []
+        if not files:
+            raise BadInputError(
+                f"no baselines in {directory}", "create one with: dpo-harness baseline create MODEL"
+            )
+        rows = []
+        for f in files:
+            b = load_baseline(f)
+            history = directory / "history" / f.stem
+            n_hist = len(list(history.glob("*.json"))) if history.is_dir() else 0
+            rows.append([f.name, b.base_model, b.created_at, ", ".join(b.key.suites), n_hist])
+        click.echo(tabulate(rows, headers=["file", "base model", "created", "suites", "history"]))
+        return EXIT_OK
+
+    sys.exit(run_guarded(body))
+
+
+@baseline.command("diff")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Also write the Markdown report here.")
+def diff(old: Path, new: Path, out: Path | None) -> None:
+    """Compare two baselines metric by metric (paired where items match)."""
+
+    def body() -> int:
+        a, b = load_baseline(old), load_baseline(new)
+        reasons = update_reasons(a, b.report)
+        md = render_update_report(
+            f"Baseline diff: {a.base_model} → {b.base_model}",
+            compare_reports(a.report, b.report),
+            reasons,
+            old_label=f"{old} ({a.created_at})",
+            new_label=f"{new} ({b.created_at})",
+        )
+        if out:
+            atomic_write_text(out, md)
+        click.echo(md)
+        return EXIT_OK
+
+    sys.exit(run_guarded(body))

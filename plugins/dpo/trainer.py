@@ -1,0 +1,297 @@
+"""Guarded DPO training with TRL's ``DPOTrainer`` and PEFT LoRA.
+
+The run: load and preflight the preference data, load the model with the harness loader (any
+checkpoint form), build a ``DPOConfig`` with precision and ``logging_nan_inf_filter=False`` set
+explicitly, train with :class:`~dpo_harness.plugins.dpo.guards.DPOGuard`, then save the final
+adapter with its ``trainer_state.json`` (so the numerical suite's log forensics can read it), the
+full log history, the guard events and the training curves. A run stopped by a guard saves no
+final model. ``resume=True`` continues from the last checkpoint on disk (blocked steps are never
+saved, so that is the last good one). Works unchanged under ``torchrun``/``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dpo_harness.errors import BadInputError
+from dpo_harness.io import atomic_write_text
+from dpo_harness.plugin import CheckpointRecord, PreflightSummary, TrainingResult
+from dpo_harness.schema import Finding
+
+from .config import DEMO_PREFERENCES, DPORunConfig
+from .curves import plot_curves
+from .guards import DPOGuard
+from .preflight import PreflightReport, load_preference_rows, preflight
+
+__all__ = ["build_dpo_config", "is_main_process", "load_data", "run_dpo"]
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _source(path: str) -> str:
+    return str(DEMO_PREFERENCES) if path == "demo" else path
+
+
+def _train_rows(config: DPORunConfig) -> list[dict[str, Any]]:
+    ds = config.dataset
+    return load_preference_rows(
+        _source(ds.path), split=ds.split, data_files_split_field=ds.split_field
+    )
+
+
+def _eval_rows(config: DPORunConfig) -> list[dict[str, Any]] | None:
+    ds = config.dataset
+    if ds.eval_path is None and ds.eval_split is None:
+        return None
+    path = _source(ds.eval_path or ds.path)
+    field = ds.split_field if ds.eval_path is None else None
+    return load_preference_rows(path, split=ds.eval_split, data_files_split_field=field)
+
+
+def load_data(
+    config: DPORunConfig, tokenizer: Any, *, skip_bad_rows: bool
+) -> tuple[
+    list[dict[str, Any]], list[dict[str, Any]] | None, PreflightReport, PreflightReport | None
+]:
+    """Load the train (and eval) rows and run the preflight on each."""
+    skip = skip_bad_rows or config.skip_bad_rows
+    max_len = config.training.max_length
+    train_raw = _train_rows(config)
+    train, train_report = preflight(
+        train_raw,
+        tokenizer,
+        max_length=max_len,
+        skip_bad_rows=skip,
+        source=f"{config.dataset.path} [{config.dataset.split}]",
+    )
+    eval_raw = _eval_rows(config)
+    if eval_raw is None:
+        return train, None, train_report, None
+    ev, ev_report = preflight(
+        eval_raw,
+        tokenizer,
+        max_length=max_len,
+        skip_bad_rows=skip,
+        source=f"{config.dataset.eval_path or config.dataset.path} [{config.dataset.eval_split}]",
+    )
+    return train, ev, train_report, ev_report
+
+
+def summarise_preflight(train: PreflightReport, ev: PreflightReport | None) -> PreflightSummary:
+    findings = [f"train: {f}" for f in train.findings]
+    if ev is not None:
+        findings += [f"eval: {f}" for f in ev.findings]
+    return PreflightSummary(
+        n_rows=train.n_rows + (ev.n_rows if ev else 0),
+        n_usable=train.n_usable + (ev.n_usable if ev else 0),
+        n_skipped=len(train.skipped_rows) + (len(ev.skipped_rows) if ev else 0),
+        findings=findings,
+        details={
+            "train": train.model_dump(mode="json"),
+            "eval": ev.model_dump(mode="json") if ev else None,
+        },
+    )
+
+
+def _load_model(config: DPORunConfig) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, dtype) for training; an existing adapter is loaded trainable."""
+    import torch
+    from dpo_harness.loading import load_checkpoint, resolve_checkpoint
+
+    dtype = "bfloat16" if config.training.precision == "bf16" else "float32"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    spec = resolve_checkpoint(config.model, base_override=config.base)
+    if spec.is_adapter:
+        from peft import PeftModel
+
+        base = load_checkpoint(spec.base_ref, device=device, dtype=dtype)
+        model = PeftModel.from_pretrained(base.model, str(spec.path), is_trainable=True)
+        return model, base.tokenizer, base.dtype
+    loaded = load_checkpoint(config.model, device=device, dtype=dtype)
+    loaded.tokenizer.padding_side = "right"  # training pads on the right (TRL's default)
+    return loaded.model, loaded.tokenizer, loaded.dtype
+
+
+def build_dpo_config(config: DPORunConfig, *, has_eval: bool, progress: bool) -> Any:
+    """DPOConfig with every default that bit the seed run set explicitly."""
+    import torch
+    from trl import DPOConfig
+
+    t = config.training
+    cuda = torch.cuda.is_available()
+    if t.precision == "bf16" and not (cuda and torch.cuda.is_bf16_supported()):
+        raise BadInputError(
+            "training.precision is bf16 but this machine has no bf16-capable GPU",
+            "set training.precision: fp32 (CPU) or run on a GPU with bf16 support",
+        )
+    if t.precision == "fp16" and not cuda:
+        raise BadInputError(
+            "training.precision is fp16 but there is no CUDA device", "set training.precision: fp32"
+        )
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(config.output_dir),
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps,
+        beta=t.beta,
+        loss_type=list(t.loss_type),
+        loss_weights=t.loss_weights,
+        max_length=t.max_length,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_steps or t.save_steps,
+        max_grad_norm=t.max_grad_norm,
+        # Explicit, always: TRL defaults to bf16=True (raises on CPU) and the Trainer's NaN filter
+        # turns every NaN step into a logged 0.0 — the seed run's "loss = 0.0".
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        use_cpu=not cuda,
+        logging_nan_inf_filter=False,
+        activation_checkpointing=t.activation_checkpointing,
+        gradient_checkpointing=t.activation_checkpointing,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=[],
+        disable_tqdm=not progress,
+        save_only_model=False,
+        dataloader_num_workers=0,
+    )
+    if t.max_steps is not None:
+        kwargs["max_steps"] = t.max_steps
+    else:
+        kwargs["num_train_epochs"] = t.num_train_epochs
+    if distributed and not cuda:
+        kwargs["ddp_backend"] = "gloo"
+    return DPOConfig(**kwargs)
+
+
+def _peft_config(config: DPORunConfig, model: Any) -> Any:
+    if config.lora is None or hasattr(model, "peft_config"):
+        return None  # full fine-tune, or continuing an existing adapter
+    from peft import LoraConfig
+
+    lo = config.lora
+    return LoraConfig(
+        r=lo.r,
+        lora_alpha=lo.alpha,
+        lora_dropout=lo.dropout,
+        target_modules=lo.target_modules,
+        use_rslora=lo.use_rslora,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _checkpoints(output_dir: Path) -> list[CheckpointRecord]:
+    out = []
+    for p in output_dir.glob("checkpoint-*"):
+        try:
+            step = int(p.name.split("-")[-1])
+        except ValueError:
+            continue
+        if (p / "adapter_config.json").is_file() or (p / "config.json").is_file():
+            out.append(CheckpointRecord(path=p, step=step))
+    return sorted(out, key=lambda c: c.step)
+
+
+def run_dpo(
+    config: DPORunConfig,
+    *,
+    resume: bool = False,
+    skip_bad_rows: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    extra_callbacks: Sequence[Any] = (),
+) -> TrainingResult:
+    """Train; a numerical failure is reported as ``stopped`` with a reason, never hidden."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from datasets import Dataset
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import DPOTrainer
+
+    started = time.perf_counter()
+    out_dir = Path(config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer, dtype = _load_model(config)
+    train_rows, eval_rows, train_report, eval_report = load_data(
+        config, tokenizer, skip_bad_rows=skip_bad_rows
+    )
+    if train_report.n_usable == 0:
+        raise BadInputError(
+            f"no usable training rows in {config.dataset.path}", "check the preflight findings"
+        )
+    if is_main_process():
+        for f in summarise_preflight(train_report, eval_report).findings:
+            log(f"preflight: {f}")
+    args = build_dpo_config(config, has_eval=bool(eval_rows), progress=progress)
+    events_path = out_dir / "guard_events.jsonl"
+    if not resume:
+        events_path.unlink(missing_ok=True)
+    guard = DPOGuard(
+        config.guards,
+        beta=config.training.beta,
+        events_path=events_path if is_main_process() else None,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=_peft_config(config, model),
+        callbacks=[guard, *extra_callbacks],
+    )
+    resume_from = None
+    if resume:
+        resume_from = get_last_checkpoint(str(out_dir))
+        if resume_from is None:
+            raise BadInputError(
+                f"--resume: no checkpoint-N directory in {out_dir}",
+                "start the run without --resume",
+            )
+        log(f"resuming from {resume_from}")
+    t_train = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - t_train
+    steps = int(trainer.state.global_step)
+    checkpoints = _checkpoints(out_dir)
+    findings = [Finding(severity=e.severity, message=e.message) for e in guard.events]
+    curves: list[Path] = []
+    history_path = out_dir / "log_history.json"
+    if is_main_process():
+        atomic_write_text(history_path, json.dumps(trainer.state.log_history, indent=1) + "\n")
+        curves = plot_curves(
+            trainer.state.log_history, out_dir / "curves.png", title=f"DPO: {config.model}"
+        )
+        if not guard.stopped:
+            final = out_dir / "final"
+            trainer.save_model(str(final))
+            trainer.state.save_to_json(str(final / "trainer_state.json"))
+            checkpoints.append(CheckpointRecord(path=final, step=steps, final=True))
+    done = max(steps - guard.start_step, 1)
+    return TrainingResult(
+        output_dir=out_dir,
+        checkpoints=checkpoints,
+        stopped=guard.stopped,
+        stop_reason=guard.stop_reason,
+        events=list(guard.events),
+        findings=findings,
+        steps_completed=steps,
+        seconds=round(time.perf_counter() - started, 2),
+        seconds_per_step=round(train_seconds / done, 4),
+        effective_dtype=str(dtype).removeprefix("torch."),
+        log_history_path=history_path if is_main_process() else None,
+        curves=curves,
+    )

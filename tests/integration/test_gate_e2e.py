@@ -1,0 +1,221 @@
+"""The gate end to end on the demo: promote the base, refuse the broken variants, promote atomically."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from dpo_harness.baseline import load_baseline
+from dpo_harness.cli import cli
+from dpo_harness.gate import GateDecision
+from dpo_harness.io import load_model_file
+from dpo_harness.suites.common import DATA_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+STORED = REPO / "baselines" / "demo.json"
+
+
+def _gate(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["gate", *args, "--quiet"])
+    return result.exit_code, result.output
+
+
+def test_stored_demo_baseline_is_valid_and_complete() -> None:
+    b = load_baseline(STORED)
+    assert b.base_model == "demo"
+    assert set(b.key.suites) == {"numerical", "repetition", "fluency", "adtech"}
+    assert all(
+        m.per_sample
+        for s in b.report.suites
+        for m in s.metrics
+        if m.margin is not None and s.name != "numerical"
+    )
+    assert b.report.provenance.reference_source == "self"
+
+
+def test_demo_base_gated_against_its_stored_baseline_promotes(tmp_path: Path) -> None:
+    code, out = _gate("demo", "--base", "demo", "--baseline", str(STORED), "--out", str(tmp_path))
+    assert code == 0, out
+    assert "PROMOTE: demo" in out
+    decision = load_model_file(tmp_path / "decision.json", GateDecision)
+    assert decision.decision == "promote"
+    assert (tmp_path / "gate.md").read_text(encoding="utf-8").startswith("# Gate: PROMOTE")
+
+
+def test_nan_model_is_refused_naming_the_metric(nan_model_dir: Path, tmp_path: Path) -> None:
+    code, out = _gate(
+        str(nan_model_dir), "--base", "demo", "--suites", "numerical", "--out", str(tmp_path)
+    )
+    assert code == 1, out
+    decision = load_model_file(tmp_path / "decision.json", GateDecision)
+    assert decision.decision == "refuse"
+    assert decision.verdict("numerical::nonfinite_parameters").verdict.value == "hard-fail"
+    assert any(
+        "numerical::nonfinite_parameters fails its hard limit" in r for r in decision.reasons
+    )
+
+
+def test_bang_model_is_refused_naming_repetition(
+    demo_variant: Callable[[str], Path], tmp_path: Path
+) -> None:
+    code, out = _gate(
+        str(demo_variant("bang")),
+        "--base",
+        "demo",
+        "--suites",
+        "repetition,fluency",
+        "--out",
+        str(tmp_path),
+    )
+    assert code == 1, out
+    assert "repetition::degenerate_share" in out
+    decision = load_model_file(tmp_path / "decision.json", GateDecision)
+    assert decision.verdict("repetition::degenerate_share").verdict.value == "hard-fail"
+    assert decision.verdict("fluency::japanese_share").verdict.value == "hard-fail"
+
+
+@pytest.fixture(scope="module")
+def quiet_adapter(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter whose B is tiny but non-zero: 'trained', and behaves like its base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("quiet-adapter")
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(demo_dir)),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]),
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(1e-7)
+    model.save_pretrained(out)
+    return out
+
+
+def test_adapter_baseline_is_found_from_its_base_and_promoted_atomically(
+    quiet_adapter: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "promoted"
+    target.mkdir()
+    (target / "old.txt").write_text("previous promotion")
+    code, out = _gate(
+        str(quiet_adapter),
+        "--baselines-dir",
+        str(REPO / "baselines"),
+        "--suites",
+        "numerical,adtech",
+        "--promote-to",
+        str(target),
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert code == 0, out
+    assert not (target / "old.txt").exists()
+    names = {p.name for p in target.iterdir()}
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "decision.json",
+        "README.md",
+    } <= names
+    card = (target / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\n") and "library_name: peft" in card and "base_model:" in card
+    assert "| numerical" in card
+    decision = json.loads((target / "decision.json").read_text())
+    assert decision["decision"] == "promote" and decision["promoted_to"] == str(target)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".promoted.")], (
+        "no temp dirs left behind"
+    )
+
+
+def test_refusal_leaves_the_promote_directory_untouched(
+    demo_variant: Callable[[str], Path], tmp_path: Path
+) -> None:
+    target = tmp_path / "promoted"
+    target.mkdir()
+    (target / "model.txt").write_text("the model in production")
+    code, _ = _gate(
+        str(demo_variant("english")),
+        "--base",
+        "demo",
+        "--suites",
+        "fluency",
+        "--promote-to",
+        str(target),
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert code == 1
+    assert [p.name for p in target.iterdir()] == ["model.txt"]
+    records = list((tmp_path / "promoted.refusals").glob("*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["decision"] == "refuse"
+
+
+def _small_items(path: Path, n: int = 12) -> Path:
+    lines = (DATA_DIR / "adtech" / "items.jsonl").read_text(encoding="utf-8").splitlines()
+    mc = [line for line in lines if '"multiple_choice"' in line][:n]
+    path.write_text("\n".join(mc) + "\n", encoding="utf-8")
+    return path
+
+
+def test_incompatible_baseline_is_refused_with_what_differs(tmp_path: Path) -> None:
+    items = _small_items(tmp_path / "items.jsonl")
+    code, out = _gate(
+        "demo",
+        "--base",
+        "demo",
+        "--baseline",
+        str(STORED),
+        "--suites",
+        "adtech",
+        "--suite-data",
+        f"adtech={items}",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert code == 2
+    assert "suite 'adtech' data changed" in out
+    assert "dpo-harness baseline update demo" in out
+
+
+def test_baseline_update_after_a_data_change_reports_exactly_what_moved(tmp_path: Path) -> None:
+    bdir = tmp_path / "baselines"
+    items = _small_items(tmp_path / "items.jsonl", n=30)
+    runner = CliRunner()
+    args = [
+        "--baselines-dir",
+        str(bdir),
+        "--suites",
+        "adtech,repetition",
+        "--suite-data",
+        f"adtech={items}",
+        "--quiet",
+    ]
+    first = runner.invoke(cli, ["baseline", "create", "demo", *args])
+    assert first.exit_code == 0, first.output
+    # Change one item's correct answer: only the adtech accuracy metrics can move.
+    rows = [json.loads(line) for line in items.read_text(encoding="utf-8").splitlines()]
+    rows[0]["answer"] = (rows[0]["answer"] + 1) % 4
+    items.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8"
+    )
+    second = runner.invoke(cli, ["baseline", "update", "demo", *args])
+    assert second.exit_code == 0, second.output
+    report_md = next((bdir / "reports").glob("demo-*.md")).read_text(encoding="utf-8")
+    assert "suite adtech data changed" in report_md
+    moved_line = next(line for line in report_md.splitlines() if "metrics moved" in line)
+    moved = set(moved_line.split(": ", 1)[1].split(", ")) if ": " in moved_line else set()
+    assert moved and all(m.startswith("adtech::") for m in moved), moved_line
+    assert not any(m.startswith("repetition::") for m in moved)
+    assert len(list((bdir / "history" / "demo").glob("*.json"))) == 1
+    # the diff command compares the two stored files the same way
+    hist = next((bdir / "history" / "demo").glob("*.json"))
+    diff = runner.invoke(cli, ["baseline", "diff", str(hist), str(bdir / "demo.json")])
+    assert diff.exit_code == 0 and moved_line in diff.output
+    show = runner.invoke(cli, ["baseline", "show", "--baselines-dir", str(bdir)])
+    assert show.exit_code == 0 and "demo.json" in show.output
