@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .baseline import Baseline
-from .report import format_value, truncate
+from .report import format_value, truncate, worst_samples
 from .schema import Direction, EvalReport, MetricResult, ModelInfo, SuiteResult
 from .stats import NonInferiorityVerdict, holm_adjusted, non_inferiority
 
@@ -296,6 +296,42 @@ def _reason(v: MetricVerdict, name: str) -> str:
     return f"{name} passes: {vals} is within the margin {margin}."
 
 
+def _hard_failure(
+    m: MetricResult, base_m: MetricResult | None, suite: SuiteResult, policy: GatePolicy, name: str
+) -> MetricVerdict:
+    """A hard-limit failure, with the paired evidence and worst items when a baseline exists."""
+    limit = m.hard_limit_text() or "finite"
+    shown = "NaN/inf" if m.nonfinite else format_value(m.value, m.unit)
+    reason = f"{name} fails its hard limit: {shown} (limit {limit})."
+    detail = None
+    if base_m is not None and m.per_sample:
+        detail = _compare(m, base_m, suite, float(m.margin or 0.0), policy, name)
+    examples = detail.examples if detail is not None and detail.examples else []
+    if not examples:
+        base_values = base_m.per_sample if base_m is not None else {}
+        examples = [
+            Example(item_id=i, candidate=v, baseline=base_values.get(i), response=resp or None)
+            for i, v, resp in worst_samples(suite, m, k=3)
+        ]
+    return MetricVerdict(
+        suite=suite.name,
+        metric=m.name,
+        direction=m.direction,
+        unit=m.unit,
+        verdict=Verdict.HARD_FAIL,
+        candidate=m.value,
+        baseline=base_m.value if base_m is not None else None,
+        diff=detail.diff if detail is not None else None,
+        ci_low=detail.ci_low if detail is not None else None,
+        ci_high=detail.ci_high if detail is not None else None,
+        margin=m.margin,
+        n_items=detail.n_items if detail is not None else 0,
+        method=detail.method if detail is not None else None,
+        reason=reason,
+        examples=examples,
+    )
+
+
 # --------------------------------------------------------------------------- the gate
 
 
@@ -330,16 +366,7 @@ def gate(
             )
             base_m = base_metrics.get(m.name)
             if m.nonfinite or m.hard_limit_ok is False:
-                limit = m.hard_limit_text() or "finite"
-                shown = "NaN/inf" if m.nonfinite else format_value(m.value, m.unit)
-                verdicts.append(
-                    MetricVerdict(
-                        **common,
-                        baseline=base_m.value if base_m else None,
-                        verdict=Verdict.HARD_FAIL,
-                        reason=f"{name} fails its hard limit: {shown} (limit {limit}).",
-                    )
-                )
+                verdicts.append(_hard_failure(m, base_m, suite, policy, name))
                 continue
             if base_m is None:
                 verdicts.append(

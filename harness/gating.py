@@ -16,6 +16,7 @@ from .baseline import Baseline, CompatibilityKey, baselines_dir, find_baseline, 
 from .errors import BadInputError
 from .gate import GateDecision, GatePolicy, gate, render_gate_markdown
 from .io import atomic_write_text, load_model_file, write_model_file
+from .loading import LoadedModel
 from .schema import EvalConfig, EvalReport, SuiteIdentity
 
 __all__ = ["GateRun", "finish", "locate_baseline", "run_gate"]
@@ -62,6 +63,7 @@ def run_gate(
     quiet: bool = True,
     log: Callable[[str], None] | None = None,
     command: str | None = None,
+    loaded: LoadedModel | None = None,
 ) -> GateRun:
     """Everything but promotion: find the baseline, evaluate (or read) the candidate, decide."""
     from .evaluate import evaluate_loaded, load_reference
@@ -88,14 +90,15 @@ def run_gate(
             tokenizer_hash=stored.key.tokenizer_hash,
         )
         stored.check_key(early, list(early.suites))
-        loaded = load_checkpoint(
-            config.checkpoint,
-            base=config.base,
-            device=config.device,
-            dtype=config.dtype,
-            trust_remote_code=config.trust_remote_code,
-            allow_pickle=config.allow_pickle,
-        )
+        if loaded is None:
+            loaded = load_checkpoint(
+                config.checkpoint,
+                base=config.base,
+                device=config.device,
+                dtype=config.dtype,
+                trust_remote_code=config.trust_remote_code,
+                allow_pickle=config.allow_pickle,
+            )
         reference = None
         if not loaded.is_adapter:
             ref_config = config.model_copy(update={"base": config.base or stored.base_model})

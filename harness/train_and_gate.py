@@ -162,6 +162,13 @@ def train_and_gate(
     t0 = time.perf_counter()
     out_dir = Path(config.output_dir)
     main = _main_process()
+    suite_name = config.gate.primary_metric.partition("::")[0]
+    if suite_name not in config.evaluation.suites:
+        raise BadInputError(
+            f"gate.primary_metric {config.gate.primary_metric!r} belongs to suite {suite_name!r}, "
+            f"which evaluation.suites ({', '.join(config.evaluation.suites)}) does not run",
+            "add the suite to evaluation.suites or choose another primary metric",
+        )
     preflight = baseline_path = None
     created = False
     if main:

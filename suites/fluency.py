@@ -42,7 +42,7 @@ __all__ = ["FluencySuite"]
 @register_suite
 class FluencySuite(Suite):
     name = "fluency"
-    version = "1"
+    version = "2"  # v2: broken_char_share margin 0.1 -> 0.2 (per-response U+FFFD flips are common)
     description = "Japanese script share, Chinese drift, broken characters, sentence endings, morphology, answer NLL."
     scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.metrics.japanese")
 

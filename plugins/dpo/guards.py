@@ -26,6 +26,8 @@ from .config import GuardSettings
 __all__ = ["DPOGuard"]
 
 _WATCHED_PREFIXES = ("loss", "grad_norm", "rewards/", "logps/", "logits/", "eval_")
+_REWARD_EPS = 1e-5
+_WINDOW = 5  # training logs averaged for the likelihood-displacement check (logps are batch sums)
 
 
 class DPOGuard(TrainerCallback):
@@ -40,6 +42,8 @@ class DPOGuard(TrainerCallback):
         self.blocked_steps: set[int] = set()
         self.events_path = events_path
         self._first: dict[str, float] = {}
+        self._logps: list[float] = []
+        self._displaced_before = False
         self._max_steps = 0
         self.start_step = 0  # > 0 when resumed
 
@@ -174,6 +178,8 @@ class DPOGuard(TrainerCallback):
             self._check_learning(control, step, logs)
             if self.settings.over_optimisation != "off":
                 self._check_over_optimisation(control, step, logs)
+        elif "eval_logps/chosen" in logs and self.settings.over_optimisation != "off":
+            self._check_displacement(control, step, logs, self.settings.over_optimisation == "stop")
         return control
 
     # ------------------------------------------------------------------ checks on logged values
@@ -191,8 +197,10 @@ class DPOGuard(TrainerCallback):
         if step < self.settings.not_learning_after_steps:
             return
         loss = logs.get("loss")
-        rewards_zero = (
-            logs.get("rewards/chosen", 0.0) == 0.0 and logs.get("rewards/rejected", 0.0) == 0.0
+        # "Exactly 0" up to float noise: a policy that moved at all has rewards far above 1e-5.
+        rewards_zero = all(
+            abs(float(logs.get(k, 0.0))) < _REWARD_EPS
+            for k in ("rewards/chosen", "rewards/rejected")
         )
         if isinstance(loss, (int, float)) and abs(loss - LN2) < 1e-4 and rewards_zero:
             self._event(
@@ -206,9 +214,12 @@ class DPOGuard(TrainerCallback):
 
     def _check_over_optimisation(self, control: Any, step: int, logs: dict[str, Any]) -> None:
         stop = self.settings.over_optimisation == "stop"
-        for key in ("logps/chosen", "entropy"):
-            if key in logs and key not in self._first and isinstance(logs[key], (int, float)):
-                self._first[key] = float(logs[key])
+        if (
+            "entropy" in logs
+            and "entropy" not in self._first
+            and isinstance(logs["entropy"], (int, float))
+        ):
+            self._first["entropy"] = float(logs["entropy"])
         margins = logs.get("rewards/margins")
         early = self._max_steps == 0 or step <= self.settings.early_fraction * self._max_steps
         if (
@@ -224,21 +235,7 @@ class DPOGuard(TrainerCallback):
                 "from the reference (lower the learning rate or raise β).",
                 stop=stop,
             )
-        logps = logs.get("logps/chosen")
-        first = self._first.get("logps/chosen")
-        if (
-            isinstance(logps, (int, float))
-            and first is not None
-            and first - logps > self.settings.logps_drop_nats
-        ):
-            self._event(
-                control,
-                step,
-                "likelihood_displacement",
-                f"Step {step}: logps/chosen fell from {first:.1f} to {logps:.1f} — the chosen answers themselves are "
-                "becoming unlikely (likelihood displacement).",
-                stop=stop,
-            )
+        self._check_displacement(control, step, logs, stop)
         ent = logs.get("entropy")
         first_ent = self._first.get("entropy")
         band = self.settings.entropy_band
@@ -254,6 +251,41 @@ class DPOGuard(TrainerCallback):
                 "entropy_band",
                 f"Step {step}: token entropy {ent:.2f} left its band around the start ({first_ent:.2f} ×/÷ {band:g}) — "
                 "the output distribution is collapsing or flattening.",
+                stop=stop,
+            )
+
+    def _check_displacement(
+        self, control: Any, step: int, logs: dict[str, Any], stop: bool
+    ) -> None:
+        """logps/chosen falling far below where it started: the chosen answers become unlikely.
+
+        On a fixed eval set (``eval_logps/chosen``) one value is comparable with the next. On the
+        training log each value is a sum over a different batch (it jumps with batch length), so
+        means of ``_WINDOW`` logs are compared and the drop must hold on two consecutive logs.
+        """
+        if isinstance(logs.get("eval_logps/chosen"), (int, float)):
+            now = float(logs["eval_logps/chosen"])
+            first = self._first.setdefault("eval_logps/chosen", now)
+            confirmed = first - now > self.settings.logps_drop_nats
+        elif isinstance(logs.get("logps/chosen"), (int, float)):
+            self._logps.append(float(logs["logps/chosen"]))
+            if len(self._logps) < 2 * _WINDOW:
+                return
+            first = sum(self._logps[:_WINDOW]) / _WINDOW
+            now = sum(self._logps[-_WINDOW:]) / _WINDOW
+            drop = first - now
+            dropped = drop > self.settings.logps_drop_nats and drop > 0.25 * abs(first)
+            confirmed = dropped and self._displaced_before
+            self._displaced_before = dropped
+        else:
+            return
+        if confirmed:
+            self._event(
+                control,
+                step,
+                "likelihood_displacement",
+                f"Step {step}: logps/chosen fell from {first:.1f} to {now:.1f} — the chosen answers themselves are "
+                "becoming unlikely (likelihood displacement).",
                 stop=stop,
             )
 

@@ -1,0 +1,281 @@
+"""The DPO plugin and train-and-gate on the demo: promotion, the seed's NaN, over-optimisation, bad data."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from dpo_harness.baseline import load_baseline
+from dpo_harness.cli import cli
+from dpo_harness.plugin import get_plugin
+from dpo_harness.plugins.dpo.config import DPORunConfig
+from dpo_harness.train_and_gate import train_and_gate
+from transformers import TrainerCallback
+
+pytestmark = pytest.mark.train
+
+REPO = Path(__file__).resolve().parents[2]
+BASELINES = REPO / "baselines"
+
+
+@pytest.fixture(autouse=True)
+def _stored_baselines(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read the committed demo baseline; never write beside it.
+    monkeypatch.setenv("DPO_HARNESS_BASELINES", str(BASELINES))
+
+
+def _tiny_config(tmp_path: Path, **training: Any) -> DPORunConfig:
+    settings = dict(
+        precision="fp32",
+        per_device_train_batch_size=4,
+        learning_rate=3e-5,
+        max_steps=10,
+        logging_steps=1,
+        save_steps=5,
+    )
+    settings.update(training)
+    return DPORunConfig.model_validate(
+        {
+            "model": "demo",
+            "output_dir": str(tmp_path / "run"),
+            "dataset": {"path": "demo", "split": "train", "split_field": "split"},
+            "training": settings,
+            "evaluation": {"suites": ["numerical", "adtech"]},
+        }
+    )
+
+
+def test_demo_train_and_gate_promotes_without_losing_domain_accuracy(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(cli, ["train-and-gate", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "PROMOTED:" in result.output
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["outcome"] == "promoted"
+    best = next(c for c in summary["candidates"] if c["name"] == summary["promoted"])
+    base_acc = (
+        load_baseline(BASELINES / "demo.json").report.suite("adtech").metric("mc_accuracy").value
+    )
+    assert best["primary_value"] >= base_acc - 0.05  # never worse than the gate's margin
+    promoted = out / "promoted"
+    assert (promoted / "adapter_model.safetensors").is_file() and (promoted / "README.md").is_file()
+    assert (out / "curves.png").stat().st_size > 10_000
+    history = json.loads((out / "log_history.json").read_text())
+    assert any("rewards/margins" in h for h in history)
+    assert (out / "final" / "trainer_state.json").is_file()
+
+
+class InjectNaN(TrainerCallback):
+    """Turns one LoRA weight NaN at the start of a given step (1-based), like a NaN-producing kernel."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_begin(
+        self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
+    ) -> None:
+        import torch
+
+        if state.global_step + 1 == self.step:
+            with torch.no_grad():
+                p = next(p for n, p in model.named_parameters() if "lora_A" in n)
+                p.view(-1)[0] = float("nan")
+
+
+def test_seed_failure_reproduced_is_stopped_logged_as_nan_and_nothing_promoted(
+    tmp_path: Path,
+) -> None:
+    config = _tiny_config(tmp_path, max_steps=12, save_steps=4, logging_steps=2)
+    summary = train_and_gate(
+        get_plugin("dpo"),
+        config,
+        progress=False,
+        log=lambda _m: None,
+        extra_callbacks=(InjectNaN(6),),
+    )
+    assert summary.outcome == "stopped"
+    assert summary.promoted is None and summary.candidates == []
+    training = summary.training
+    assert training is not None and training.stopped
+    first = training.events[0]
+    assert first.kind == "nonfinite_gradient" and first.step == 6 and first.stopped
+    assert (
+        first.message.startswith("Step 6: the gradient is NaN/inf")
+        and first.message.count(". ") == 0
+    )
+    assert "nothing is promoted" in summary.reason and "NaN" in summary.reason
+    # The failing step is in the log as NaN — not hidden as 0.0.
+    history = json.loads((config.output_dir / "log_history.json").read_text(), parse_constant=float)
+    logged = {h["step"]: h["loss"] for h in history if "loss" in h}
+    assert math.isnan(logged[6]), logged
+    assert all(v != 0.0 for v in logged.values())
+    # Checkpoint 4 is from before the failure; nothing at or after step 6, and no final model.
+    saved = sorted(p.name for p in config.output_dir.glob("checkpoint-*"))
+    assert saved == ["checkpoint-4"]
+    assert not (config.output_dir / "final").exists()
+    events = [
+        json.loads(line)
+        for line in (config.output_dir / "guard_events.jsonl").read_text().splitlines()
+    ]
+    assert events[0]["kind"] == "nonfinite_gradient"
+
+
+def test_not_learning_is_stopped(tmp_path: Path) -> None:
+    # lr so small the policy cannot move: rewards stay 0 and the loss stays at ln 2.
+    config = _tiny_config(tmp_path, learning_rate=1e-12, max_steps=8, logging_steps=2, save_steps=8)
+    config.guards.not_learning_after_steps = 4
+    result = get_plugin("dpo").train(config, progress=False, log=lambda _m: None)
+    assert result.stopped
+    assert result.events[0].kind == "not_learning" and "ln 2" in result.events[0].message
+
+
+def test_over_optimised_run_is_refused_by_the_gate(tmp_path: Path) -> None:
+    cfg = yaml.safe_load((REPO / "configs" / "demo-overoptimise.yaml").read_text())
+    cfg["output_dir"] = str(tmp_path / "over")
+    cfg["evaluation"] = {"suites": ["repetition", "fluency"]}
+    cfg["gate"] = {"primary_metric": "fluency::japanese_share"}
+    path = tmp_path / "over.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(cli, ["train-and-gate", "--config", str(path), "--quiet"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads((tmp_path / "over" / "run_summary.json").read_text())
+    assert summary["outcome"] == "refused" and summary["promoted"] is None
+    reasons = " ".join(r for c in summary["candidates"] for r in c["reasons"])
+    assert "repetition::" in reasons or "fluency::" in reasons
+    kinds = {e["kind"] for e in summary["training"]["events"]}
+    assert kinds & {"over_optimisation", "likelihood_displacement"}, "the guards warned on the way"
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8"
+    )
+    return path
+
+
+def _cfg_file(tmp_path: Path, data: Path) -> Path:
+    cfg = {
+        "model": "demo",
+        "output_dir": str(tmp_path / "run"),
+        "dataset": {"path": str(data)},
+        "training": {"precision": "fp32", "max_steps": 2},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+GOOD = {
+    "prompt": "CTRとは何ですか。",
+    "chosen": "クリック数を表示回数で割った割合です。",
+    "rejected": "費用を表示回数で割った値です。",
+}
+
+
+def test_malformed_row_is_an_error_naming_row_and_field(tmp_path: Path) -> None:
+    data = _write_rows(tmp_path / "prefs.jsonl", [GOOD, GOOD | {"chosen": ""}, GOOD])
+    result = CliRunner().invoke(cli, ["train-and-gate", "--config", str(_cfg_file(tmp_path, data))])
+    assert result.exit_code == 2, result.output
+    assert (
+        "row 1" in result.output
+        and "'chosen'" in result.output
+        and "--skip-bad-rows" in result.output
+    )
+    assert "Traceback" not in result.output
+
+
+def test_preflight_catches_a_prompt_repeated_inside_chosen(tmp_path: Path) -> None:
+    rows = [
+        GOOD,
+        GOOD | {"chosen": "CTRとは何ですか。クリック数を表示回数で割った割合です。", "id": "r1"},
+    ]
+    data = _write_rows(tmp_path / "prefs.jsonl", rows)
+    result = CliRunner().invoke(cli, ["preflight", "--config", str(_cfg_file(tmp_path, data))])
+    assert result.exit_code == 0, result.output
+    assert "repeat" in result.output and "r1" in result.output
+
+
+def test_config_errors_name_the_field_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": "demo",
+                "output_dir": "x",
+                "dataset": {"path": "demo"},
+                "training": {"max_steps": 5},
+            }
+        )
+    )
+    result = CliRunner().invoke(cli, ["train-and-gate", "--config", str(path)])
+    assert result.exit_code == 2
+    assert str(path) in result.output and "training.precision" in result.output
+
+
+def test_resume_continues_from_the_last_good_checkpoint(tmp_path: Path) -> None:
+    class Interrupt(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 6:
+                raise KeyboardInterrupt("simulated crash")
+
+    config = _tiny_config(tmp_path, max_steps=8, save_steps=4, logging_steps=1)
+    plugin = get_plugin("dpo")
+    with pytest.raises(KeyboardInterrupt):
+        plugin.train(config, progress=False, log=lambda _m: None, extra_callbacks=(Interrupt(),))
+    assert sorted(p.name for p in config.output_dir.glob("checkpoint-*")) == ["checkpoint-4"]
+    messages: list[str] = []
+    result = plugin.train(config, resume=True, progress=False, log=messages.append)
+    assert any("resuming from" in m and "checkpoint-4" in m for m in messages)
+    assert not result.stopped and result.steps_completed == 8
+    history = json.loads((config.output_dir / "log_history.json").read_text())
+    assert [h["step"] for h in history if "loss" in h][-4:] == [5, 6, 7, 8]
+
+
+@pytest.mark.slow
+def test_training_runs_unchanged_under_torchrun_with_two_cpu_processes(tmp_path: Path) -> None:
+    cfg = {
+        "model": "demo",
+        "output_dir": str(tmp_path / "ddp"),
+        "dataset": {"path": "demo", "split": "train", "split_field": "split"},
+        "training": {
+            "precision": "fp32",
+            "per_device_train_batch_size": 2,
+            "max_steps": 3,
+            "logging_steps": 1,
+            "save_steps": 3,
+        },
+    }
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "dpo_harness.cli",
+        "train",
+        "--config",
+        str(path),
+        "--quiet",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 steps" in proc.stdout
+    assert (tmp_path / "ddp" / "final" / "adapter_model.safetensors").is_file()
+    state = json.loads((tmp_path / "ddp" / "final" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    shutil.rmtree(tmp_path / "ddp", ignore_errors=True)
