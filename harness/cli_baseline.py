@@ -30,16 +30,9 @@ __all__ = ["baseline", "evaluate_base"]
 
 def evaluate_base(config: EvalConfig, *, quiet: bool, command: str) -> EvalReport:
     """Evaluate a base model as its own reference (KL 0, answers scored under itself)."""
-    from .evaluate import evaluate_loaded
-    from .loading import load_checkpoint
+    from .evaluate import evaluate_loaded, load_from_config
 
-    loaded = load_checkpoint(
-        config.checkpoint,
-        device=config.device,
-        dtype=config.dtype,
-        trust_remote_code=config.trust_remote_code,
-        allow_pickle=config.allow_pickle,
-    )
+    loaded = load_from_config(config)
     if loaded.is_adapter:
         raise BadInputError(
             f"{config.checkpoint} is a PEFT adapter; a baseline is the evaluation of a base model",

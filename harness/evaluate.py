@@ -21,7 +21,7 @@ from .runner import ModelRunner
 from .schema import EvalConfig, EvalReport, Provenance, ReferenceSource, SuiteIdentity, SuiteResult
 from .suite import Suite, SuiteContext, create_suite
 
-__all__ = ["evaluate", "evaluate_loaded", "library_versions", "load_reference"]
+__all__ = ["evaluate", "evaluate_loaded", "library_versions", "load_from_config", "load_reference"]
 
 _LIBRARIES = (
     "torch",
@@ -56,16 +56,22 @@ def _make_suites(config: EvalConfig) -> list[Suite]:
     return [create_suite(name, config.suite_data.get(name)) for name in config.suites]
 
 
+def load_from_config(config: EvalConfig, ref: str | None = None, *, base: str | None = None) -> LoadedModel:
+    """Load ``ref`` (default: the config's checkpoint) with the config's device, dtype and trust flags."""
+    return load_checkpoint(
+        ref if ref is not None else config.checkpoint,
+        base=base,
+        device=config.device,
+        dtype=config.dtype,
+        trust_remote_code=config.trust_remote_code,
+        allow_pickle=config.allow_pickle,
+    )
+
+
 def load_reference(config: EvalConfig, loaded: LoadedModel) -> LoadedModel | None:
     """The model to compare against: --base if given; an adapter's own base needs no extra copy."""
     if config.base and not loaded.is_adapter:
-        return load_checkpoint(
-            config.base,
-            device=config.device,
-            dtype=config.dtype,
-            trust_remote_code=config.trust_remote_code,
-            allow_pickle=config.allow_pickle,
-        )
+        return load_from_config(config, config.base)
     return None
 
 
@@ -79,14 +85,7 @@ def evaluate(
     """Load ``config.checkpoint`` (default: the demo model) and evaluate it."""
     t0 = time.perf_counter()
     suites = _make_suites(config)  # bad suite names fail before any model is loaded
-    loaded = load_checkpoint(
-        config.checkpoint,
-        base=config.base,
-        device=config.device,
-        dtype=config.dtype,
-        trust_remote_code=config.trust_remote_code,
-        allow_pickle=config.allow_pickle,
-    )
+    loaded = load_from_config(config, base=config.base)
     reference = load_reference(config, loaded)
     load_s = time.perf_counter() - t0
     report = evaluate_loaded(

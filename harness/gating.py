@@ -66,8 +66,7 @@ def run_gate(
     loaded: LoadedModel | None = None,
 ) -> GateRun:
     """Everything but promotion: find the baseline, evaluate (or read) the candidate, decide."""
-    from .evaluate import evaluate_loaded, load_reference
-    from .loading import load_checkpoint
+    from .evaluate import evaluate_loaded, load_from_config, load_reference
 
     path = locate_baseline(config, baseline_file, baselines_dir(baselines_directory))
     stored = load_baseline(path)
@@ -91,14 +90,7 @@ def run_gate(
         )
         stored.check_key(early, list(early.suites))
         if loaded is None:
-            loaded = load_checkpoint(
-                config.checkpoint,
-                base=config.base,
-                device=config.device,
-                dtype=config.dtype,
-                trust_remote_code=config.trust_remote_code,
-                allow_pickle=config.allow_pickle,
-            )
+            loaded = load_from_config(config, base=config.base)
         reference = None
         if not loaded.is_adapter:
             ref_config = config.model_copy(update={"base": config.base or stored.base_model})

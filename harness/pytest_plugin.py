@@ -95,12 +95,10 @@ class DpoSession:
     @property
     def loaded(self) -> Any:
         if self._loaded is None:
-            from .loading import load_checkpoint
+            from .evaluate import load_from_config
 
             cfg = self._eval_config()
-            self._loaded = load_checkpoint(
-                cfg.checkpoint, base=cfg.base, device=cfg.device, dtype=cfg.dtype
-            )
+            self._loaded = load_from_config(cfg, base=cfg.base)
         return self._loaded
 
     @property
