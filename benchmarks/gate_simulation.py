@@ -70,6 +70,10 @@ def empirical(
     }
     for sigma in sigmas:
         refusals, blamed, flips = 0, Counter(), {k: [] for k in base_acc}
+        shifts: dict[str, list[float]] = {
+            "numerical::heldout_bits_per_byte": [],
+            "adtech::mc_accuracy": [],
+        }
         t0 = time.perf_counter()
         for k in range(n_models):
             with tempfile.TemporaryDirectory() as tmp:
@@ -82,6 +86,8 @@ def empirical(
             d = run.decision
             refusals += d.decision == "refuse"
             for v in d.verdicts:
+                if v.name in shifts and v.diff is not None:
+                    shifts[v.name].append(v.diff)
                 if v.verdict in (Verdict.REGRESSED, Verdict.INCONCLUSIVE, Verdict.HARD_FAIL):
                     blamed[f"{v.name} ({v.verdict.value})"] += 1
             for s in run.report.suites:
@@ -99,6 +105,8 @@ def empirical(
                 n_models,
                 f"{refusals}/{n_models} = {rate:.1%}",
                 "; ".join(f"{k} ×{c}" for k, c in blamed.most_common()) or "—",
+                f"{np.mean(shifts['numerical::heldout_bits_per_byte']):+.4f}",
+                f"{np.mean(shifts['adtech::mc_accuracy']):+.4f}",
                 f"{(time.perf_counter() - t0) / n_models:.1f}",
             ]
         )
@@ -192,9 +200,20 @@ def main(argv: list[str] | None = None) -> int:
             "",
             tabulate(
                 emp_rows,
-                headers=["σ", "models", "refused", "metrics not shown non-inferior", "s/model"],
+                headers=[
+                    "σ",
+                    "models",
+                    "refused",
+                    "metrics not shown non-inferior",
+                    "mean Δ held-out bits/byte",
+                    "mean Δ mc_accuracy",
+                    "s/model",
+                ],
                 tablefmt="github",
             ),
+            "",
+            "The mean Δ columns show how unchanged each level really is: where held-out bits per byte "
+            "and accuracy measurably move, some refusals are the gate doing its job.",
             "",
             "Per-item discordance (share of binary outcomes that differ from the baseline), by σ:",
             "",

@@ -111,11 +111,9 @@ def train_and_gate_command(
         )
         click.echo(render_summary(summary))
         click.echo(f"summary: {Path(config.output_dir) / 'run_summary.json'}")
-        return (
-            EXIT_OK
-            if summary.outcome == "promoted" or summary.training is None or not _is_main()
-            else EXIT_FAILED
-        )
+        if not _is_main():
+            return EXIT_OK  # other ranks only train; the main process reports the outcome
+        return EXIT_OK if summary.outcome == "promoted" else EXIT_FAILED
 
     sys.exit(run_guarded(body))
 

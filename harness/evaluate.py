@@ -56,7 +56,9 @@ def _make_suites(config: EvalConfig) -> list[Suite]:
     return [create_suite(name, config.suite_data.get(name)) for name in config.suites]
 
 
-def load_from_config(config: EvalConfig, ref: str | None = None, *, base: str | None = None) -> LoadedModel:
+def load_from_config(
+    config: EvalConfig, ref: str | None = None, *, base: str | None = None
+) -> LoadedModel:
     """Load ``ref`` (default: the config's checkpoint) with the config's device, dtype and trust flags."""
     return load_checkpoint(
         ref if ref is not None else config.checkpoint,

@@ -38,8 +38,6 @@ __all__ = [
 ]
 
 DEMO_ALIASES = ("demo", "dpo-harness/demo")
-_WEIGHT_SAFE = ("model.safetensors", "model.safetensors.index.json")
-_WEIGHT_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _ADAPTER_SAFE = "adapter_model.safetensors"
 _ADAPTER_PICKLE = "adapter_model.bin"
 _LOCALISH = re.compile(r"^(\.{1,2}/|/|~)|[\\]|/.*/|/$")

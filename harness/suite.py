@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -137,6 +137,3 @@ def create_suite(name: str, data_path: Path | None = None) -> Suite:
     if name not in suites:
         raise BadInputError(f"unknown suite {name!r}", f"choose from: {', '.join(sorted(suites))}")
     return suites[name](data_path)
-
-
-SuiteFactory = Callable[[Path | None], Suite]

@@ -12,7 +12,6 @@ band). Each event is one sentence, appended to ``guard_events.jsonl`` as it happ
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -288,8 +287,3 @@ class DPOGuard(TrainerCallback):
                 "becoming unlikely (likelihood displacement).",
                 stop=stop,
             )
-
-    def write_summary(self, path: Path) -> None:
-        path.write_text(
-            json.dumps([e.model_dump() for e in self.events], indent=2, ensure_ascii=False) + "\n"
-        )

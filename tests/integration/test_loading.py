@@ -192,3 +192,31 @@ def test_fingerprint_changes_with_weights_and_is_stable(make_variant: Any, demo_
 
     changed = load_checkpoint(str(make_variant("nudged", nudge)), device="cpu").info.fingerprint
     assert changed != same
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_lora_delta_norm_matches_the_materialised_product(demo_dir: Path, rslora: bool) -> None:
+    from dpo_harness.runner import _lora_stats
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(demo_dir)),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], use_rslora=rslora),
+    )
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name and "layers.0." not in name:
+                p.normal_(0, 0.1)  # layer 0 keeps its zero B: "never trained"
+    stats = {s.name: s for s in _lora_stats(model)}
+    scale = 8 / (4**0.5 if rslora else 4)
+    for name, module in model.named_modules():
+        if not hasattr(module, "lora_A") or "default" not in getattr(module, "lora_A", {}):
+            continue
+        a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+        expected = scale * float((b.detach().double() @ a.detach().double()).norm())
+        got = stats[f"{name}.default"]
+        assert got.scaling == pytest.approx(scale)
+        assert got.delta_norm == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert got.b_all_zero == ("layers.0." in name)

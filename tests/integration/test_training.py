@@ -279,3 +279,22 @@ def test_training_runs_unchanged_under_torchrun_with_two_cpu_processes(tmp_path:
     state = json.loads((tmp_path / "ddp" / "final" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     shutil.rmtree(tmp_path / "ddp", ignore_errors=True)
+
+
+def test_train_and_gate_creates_a_missing_baseline_with_a_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bdir = tmp_path / "baselines"
+    monkeypatch.setenv("DPO_HARNESS_BASELINES", str(bdir))
+    config = _tiny_config(tmp_path, max_steps=2, save_steps=2, logging_steps=1)
+    config.evaluation.suites = ["numerical", "adtech"]
+    summary = train_and_gate(get_plugin("dpo"), config, progress=False, log=lambda _m: None)
+    assert summary.baseline_created and summary.baseline_path == bdir / "demo.json"
+    assert load_baseline(bdir / "demo.json").base_model == "demo"
+    assert (
+        (bdir / "reports" / "demo-created.md")
+        .read_text(encoding="utf-8")
+        .startswith("# Baseline created for demo")
+    )
+    assert [c.name for c in summary.candidates] == ["final"]
+    assert summary.outcome in ("promoted", "refused")
