@@ -129,7 +129,7 @@ def test_bang_model_fails_exactly_the_repetition_and_fluency_items(
     assert _failed_metrics(result) == BANG_FAILS
     text = result.stdout.str()
     assert "fluency::answer_nll_reference regressed" in text
-    assert "paired Δ:" in text and "margin:    0.5" in text
+    assert "paired Δ:" in text and "margin:    0.7" in text
 
 
 def test_plugin_is_inert_without_options_and_can_be_disabled(pytester: pytest.Pytester) -> None:

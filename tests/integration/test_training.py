@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -257,6 +258,9 @@ def test_training_runs_unchanged_under_torchrun_with_two_cpu_processes(tmp_path:
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    with socket.socket() as s:  # a free port: a fixed one could be taken on a shared CI machine
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
     cmd = [
         sys.executable,
         "-m",
@@ -264,7 +268,7 @@ def test_training_runs_unchanged_under_torchrun_with_two_cpu_processes(tmp_path:
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29517",
+        port,
         "-m",
         "dpo_harness.cli",
         "train",
