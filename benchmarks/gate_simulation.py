@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "## 2. Detection at the demo suites' item counts (Monte Carlo)",
             "",
-            f"Paired binary outcomes with the discordance measured at σ = {sigmas[-1]:g} (at least 5% for adtech items, 2% otherwise); "
+            f"Paired binary outcomes with the discordance measured at σ = {sigmas[-1]:g} (adtech items: at least the multiple-choice discordance; others: at least 2%); "
             "refusal = the metric is not shown non-inferior (regressed or inconclusive).",
             "",
             tabulate(
@@ -239,6 +239,24 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 tablefmt="github",
             ),
+            "",
+        ]
+    )
+    text += "\n" + "\n".join(
+        [
+            "## How the gate decides (what the rates above measure)",
+            "",
+            "Per metric, on the items both runs scored, with the difference oriented so that positive is better:",
+            "binary metrics use the Tango score test on the discordant pairs (McNemar's setting); continuous",
+            "metrics a seeded bootstrap-t interval (10,000 resamples). Each one-sided test runs at α = 0.05, i.e. a",
+            "90% two-sided interval. *pass*: the lower end is above −margin; *regressed*: the upper end is below",
+            "−margin **and** the regression p-value survives a Holm correction across every gated metric;",
+            "otherwise *inconclusive*, which refuses by default. A metric identical on every item passes",
+            "exactly. Promotion needs every metric shown non-inferior (an intersection-union test, level α",
+            "without correction); Holm guards against refusing a good model because one of ~20 metrics looked",
+            "worse by chance. Spiky per-response signals (longest run, looping tail, 4-gram rep, compression,",
+            "U+FFFD counts) are gated by hard limits only; their paired comparison runs on the binary",
+            "per-response verdicts (degenerate or not, broken characters or not).",
             "",
         ]
     )
