@@ -194,6 +194,21 @@ def _peft_config(config: DPORunConfig, model: Any) -> Any:
     )
 
 
+def _quiet_progress(trainer: Any) -> None:
+    """Keep the Trainer's progress bar, show loss and reward margin on it, but stop it printing
+    every log record as a raw dict (the full log is kept in log_history.json)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if self.training_bar is not None and logs and "loss" in logs:
+                shown = {k: logs[k] for k in ("loss", "rewards/margins") if k in logs}
+                self.training_bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(BarOnly())
+
+
 def _checkpoints(output_dir: Path) -> list[CheckpointRecord]:
     out = []
     for p in output_dir.glob("checkpoint-*"):
@@ -253,6 +268,8 @@ def run_dpo(
         peft_config=_peft_config(config, model),
         callbacks=[guard, *extra_callbacks],
     )
+    if progress:
+        _quiet_progress(trainer)
     resume_from = None
     if resume:
         resume_from = get_last_checkpoint(str(out_dir))
