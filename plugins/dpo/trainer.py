@@ -200,10 +200,14 @@ def _quiet_progress(trainer: Any) -> None:
     from transformers.trainer_callback import ProgressCallback
 
     class BarOnly(ProgressCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
+        ) -> None:
             if self.training_bar is not None and logs and "loss" in logs:
                 shown = {k: logs[k] for k in ("loss", "rewards/margins") if k in logs}
-                self.training_bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+                self.training_bar.set_postfix(
+                    {k: f"{v:.4g}" for k, v in shown.items()}, refresh=False
+                )
 
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(BarOnly())
