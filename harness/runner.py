@@ -42,12 +42,12 @@ from .schema import (
     WeightsRequest,
     WeightsResponse,
 )
+from .weight_scan import merge_findings, scan_safetensors, scan_tensor
 
 __all__ = ["ModelRunner", "Responses", "RunnerStats", "render_prompt"]
 
 T = TypeVar("T")
 _SURPRISE_LOGPROB = math.log(1e-4)
-_ISFINITE_CHUNK = 1 << 24  # elements per isfinite() call: bounds the temporary bool tensor
 
 
 class Responses:
@@ -511,26 +511,29 @@ class ModelRunner:
     def _run_weights(self, reqs: list[WeightsRequest], out: Responses) -> None:
         import torch
 
-        model = self.loaded.model
-        bad: list[NonFiniteTensor] = []
+        spec = self.loaded.spec
+        # Stored weights first, streamed from the files (no second copy of the model), so a bad
+        # tensor is named as it is saved; then the loaded parameters, which also show overflow
+        # from a dtype cast and cover models that exist only in memory.
+        stored: list[NonFiniteTensor] = []
+        if spec.weight_files and not spec.pickle:
+            _, _, stored = scan_safetensors(spec.weight_files)
+        loaded: list[NonFiniteTensor] = []
         n_tensors = n_params = 0
         with torch.inference_mode():
-            for name, p in model.named_parameters():
+            for name, p in self.loaded.model.named_parameters():
                 n_tensors += 1
                 n_params += p.numel()
-                flat = p.detach().reshape(-1)
-                n_nan = n_inf = 0
-                for start in range(0, flat.numel(), _ISFINITE_CHUNK):
-                    chunk = flat[start : start + _ISFINITE_CHUNK]
-                    if not bool(torch.isfinite(chunk).all()):
-                        n_nan += int(torch.isnan(chunk).sum())
-                        n_inf += int(torch.isinf(chunk).sum())
+                n_nan, n_inf = scan_tensor(p)
                 if n_nan or n_inf:
-                    bad.append(
+                    loaded.append(
                         NonFiniteTensor(name=name, n_nan=n_nan, n_inf=n_inf, numel=p.numel())
                     )
         resp = WeightsResponse(
-            n_tensors=n_tensors, n_parameters=n_params, nonfinite=bad, lora=_lora_stats(model)
+            n_tensors=n_tensors,
+            n_parameters=n_params,
+            nonfinite=merge_findings(stored, loaded),
+            lora=_lora_stats(self.loaded.model),
         )
         for r in reqs:
             out.set(r, resp)

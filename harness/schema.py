@@ -234,6 +234,9 @@ class NonFiniteTensor(_Strict):
     n_nan: int
     n_inf: int
     numel: int
+    # The safetensors file it is stored in; None when only the loaded model shows it (e.g. an
+    # overflow when casting to a narrower dtype, or a model that exists only in memory).
+    file: str | None = None
 
 
 class LoraModuleStats(_Strict):

@@ -51,7 +51,7 @@ N_PARITY_PROMPTS = 8
 @register_suite
 class NumericalSuite(Suite):
     name = "numerical"
-    version = "1"
+    version = "2"
     description = "Non-finite weights, probe logits, KL from the reference, held-out bits/byte, LoRA, parity, logs."
     scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.forensics")
 
@@ -209,7 +209,11 @@ class NumericalSuite(Suite):
                 Finding(
                     severity="error",
                     metric="nonfinite_parameters",
-                    message=f"Parameter {t.name} holds {t.n_nan} NaN and {t.n_inf} inf values (of {t.numel:,}).",
+                    message=(
+                        f"Parameter {t.name}"
+                        + (f" (stored in {t.file})" if t.file else " (in the loaded model)")
+                        + f" holds {t.n_nan} NaN and {t.n_inf} inf values (of {t.numel:,})."
+                    ),
                 )
             )
 

@@ -78,7 +78,7 @@ def test_nan_weight_fails_and_names_the_tensor(nan_model_dir: Path, tmp_path: Pa
         ],
     )
     assert result.exit_code == 1, result.output
-    assert "model.layers.1.mlp.down_proj.weight" in result.output
+    assert "model.layers.1.mlp.down_proj.weight (stored in model.safetensors)" in result.output
     assert "token-0 spam" in result.output
     report = load_model_file(tmp_path / "report.json", EvalReport)
     num = report.suite("numerical")

@@ -220,3 +220,46 @@ def test_lora_delta_norm_matches_the_materialised_product(demo_dir: Path, rslora
         assert got.scaling == pytest.approx(scale)
         assert got.delta_norm == pytest.approx(expected, rel=1e-9, abs=1e-12)
         assert got.b_all_zero == ("layers.0." in name)
+
+
+def _weights(loaded: Any) -> Any:
+    from dpo_harness.runner import ModelRunner
+    from dpo_harness.schema import WeightsRequest
+
+    return ModelRunner(loaded).run([WeightsRequest()])[WeightsRequest()]
+
+
+def test_nan_in_a_saved_adapter_is_named_once_as_stored(
+    demo_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("nan_adapter")
+    base = AutoModelForCausalLM.from_pretrained(str(demo_dir))
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
+    target = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"
+    with torch.no_grad():
+        dict(model.named_parameters())[target][3, 1] = float("nan")
+    model.save_pretrained(out)
+    weights = _weights(load_checkpoint(str(out), device="cpu"))
+    # Found in the file and again in the loaded PeftModel: reported once, named as saved.
+    assert [(t.name, t.file, t.n_nan) for t in weights.nonfinite] == [
+        (
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight",
+            "adapter_model.safetensors",
+            1,
+        )
+    ]
+
+
+def test_overflow_from_a_dtype_cast_is_found_in_the_loaded_model(make_variant: Any) -> None:
+    def big(model: Any) -> None:
+        model.model.layers[0].mlp.up_proj.weight[0, 0] = 1e6  # finite in fp32, inf in fp16
+
+    path = make_variant("overflow", big)
+    assert _weights(load_checkpoint(str(path), device="cpu", dtype="float32")).nonfinite == []
+    fp16 = _weights(load_checkpoint(str(path), device="cpu", dtype="float16")).nonfinite
+    assert [(t.name, t.file, t.n_inf) for t in fp16] == [
+        ("model.layers.0.mlp.up_proj.weight", None, 1)
+    ]
