@@ -18,6 +18,7 @@ from .cli_common import (
     default_out,
     echo_err,
     eval_options,
+    launcher_group,
     quiet_libraries,
     run_guarded,
 )
@@ -52,26 +53,35 @@ def evaluate(checkpoint: str | None, out: Path | None, quiet: bool, **kw: Any) -
 
     def body() -> int:
         from .evaluate import evaluate as run_eval
-        from .io import atomic_write_text, write_model_file
-        from .report import render_markdown, render_table
 
         config = build_eval_config(checkpoint, **kw)
         out_dir = out or default_out("eval")
-        report = run_eval(
-            config,
-            progress=not quiet,
-            log=None if quiet else echo_err,
-            command="dpo-harness " + " ".join(sys.argv[1:]),
-        )
-        write_model_file(out_dir / "report.json", report)
-        atomic_write_text(out_dir / "report.md", render_markdown(report))
-        click.echo(render_table(report))
-        click.echo(
-            f"\nreport: {out_dir / 'report.json'}  ({report.provenance.timings.get('total', 0):.1f} s)"
-        )
-        return EXIT_OK if report.passed_hard_limits else EXIT_FAILED
+        with launcher_group() as dist:
+            report = run_eval(
+                config,
+                progress=not quiet,
+                log=None if quiet else echo_err,
+                command="dpo-harness " + " ".join(sys.argv[1:]),
+                distributed=dist,
+            )
+            code = EXIT_OK if report.passed_hard_limits else EXIT_FAILED
+            if dist is not None and not dist.is_main:
+                return code  # same report, same verdict; the main process writes and prints
+            return _write_evaluation(report, out_dir, code)
 
     sys.exit(run_guarded(body))
+
+
+def _write_evaluation(report: Any, out_dir: Path, code: int) -> int:
+    from .io import atomic_write_text, write_model_file
+    from .report import render_markdown, render_table
+
+    write_model_file(out_dir / "report.json", report)
+    atomic_write_text(out_dir / "report.md", render_markdown(report))
+    click.echo(render_table(report))
+    total = report.provenance.timings.get("total", 0)
+    click.echo(f"\nreport: {out_dir / 'report.json'}  ({total:.1f} s)")
+    return code
 
 
 # ------------------------------------------------------------------------------ suites

@@ -18,8 +18,9 @@ from .baseline import (
     save_baseline,
     slug_for,
 )
-from .cli_common import build_eval_config, echo_err, eval_options, run_guarded
+from .cli_common import build_eval_config, echo_err, eval_options, launcher_group, run_guarded
 from .compare import compare_reports, render_update_report, update_reasons
+from .distributed import Distributed
 from .errors import EXIT_OK, BadInputError
 from .io import atomic_write_text
 from .report import format_value
@@ -28,7 +29,9 @@ from .schema import EvalConfig, EvalReport
 __all__ = ["baseline", "evaluate_base"]
 
 
-def evaluate_base(config: EvalConfig, *, quiet: bool, command: str) -> EvalReport:
+def evaluate_base(
+    config: EvalConfig, *, quiet: bool, command: str, distributed: Distributed | None = None
+) -> EvalReport:
     """Evaluate a base model as its own reference (KL 0, answers scored under itself)."""
     from .evaluate import evaluate_loaded, load_from_config
 
@@ -45,6 +48,7 @@ def evaluate_base(config: EvalConfig, *, quiet: bool, command: str) -> EvalRepor
         progress=not quiet,
         log=None if quiet else echo_err,
         command=command,
+        distributed=distributed,
     )
 
 
@@ -92,7 +96,15 @@ def create(
                 f"a baseline already exists: {target}",
                 f"use `dpo-harness baseline update {config.checkpoint}` to replace it with a report",
             )
-        report = evaluate_base(config, quiet=quiet, command="dpo-harness " + " ".join(sys.argv[1:]))
+        with launcher_group() as dist:
+            report = evaluate_base(
+                config,
+                quiet=quiet,
+                command="dpo-harness " + " ".join(sys.argv[1:]),
+                distributed=dist,
+            )
+            if dist is not None and not dist.is_main:
+                return EXIT_OK  # the main process writes the baseline
         path, previous, stored = _write(report, directory, "created")
         click.echo(f"baseline for {stored.base_model} written to {path}")
         if previous:
@@ -128,7 +140,15 @@ def update(
                 f"create it with: dpo-harness baseline create {config.checkpoint}",
             )
         old = load_baseline(target)
-        report = evaluate_base(config, quiet=quiet, command="dpo-harness " + " ".join(sys.argv[1:]))
+        with launcher_group() as dist:
+            report = evaluate_base(
+                config,
+                quiet=quiet,
+                command="dpo-harness " + " ".join(sys.argv[1:]),
+                distributed=dist,
+            )
+            if dist is not None and not dist.is_main:
+                return EXIT_OK  # the main process writes the baseline and its report
         reasons = update_reasons(old, report, reason)
         rows = compare_reports(old.report, report)
         path, previous, stored = _write(report, directory, "; ".join(reasons))

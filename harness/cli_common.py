@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
+from .distributed import Distributed, from_env, shutdown
 from .errors import BadInputError, HarnessError
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "default_out",
     "echo_err",
     "eval_options",
+    "launcher_group",
     "quiet_libraries",
     "run_guarded",
 ]
@@ -64,11 +67,23 @@ def run_guarded(fn: Callable[[], int]) -> int:
     try:
         return fn()
     except HarnessError as exc:
-        echo_err(exc.render())
+        # Under a launcher every process meets the same bad input; one copy of the message is enough.
+        if os.environ.get("RANK", "0") == "0":
+            echo_err(exc.render())
         return exc.exit_code
     except KeyboardInterrupt:
         echo_err("interrupted")
         return 130
+
+
+@contextlib.contextmanager
+def launcher_group() -> Iterator[Distributed | None]:
+    """The torchrun/accelerate process group when launched that way, else None; left cleanly."""
+    ctx = from_env()
+    try:
+        yield ctx
+    finally:
+        shutdown(ctx)
 
 
 def _suite_list(value: str | None) -> list[str] | None:

@@ -9,10 +9,17 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from .cli_common import build_eval_config, default_out, echo_err, eval_options, run_guarded
+from .cli_common import (
+    build_eval_config,
+    default_out,
+    echo_err,
+    eval_options,
+    launcher_group,
+    run_guarded,
+)
 from .errors import EXIT_FAILED, EXIT_OK, BadInputError
 from .gate import GATE_HEADERS, GatePolicy, gate_rows
-from .gating import finish, run_gate
+from .gating import GateRun, finish, run_gate
 
 __all__ = ["gate_command"]
 
@@ -98,27 +105,38 @@ def gate_command(
     def body() -> int:
         config = build_eval_config(candidate, **kw)
         policy = _policy(inconclusive, margins, seed)
-        run = run_gate(
-            config,
-            baseline_file=baseline_file,
-            baselines_directory=baselines_dir_opt,
-            policy=policy,
-            report_file=report_file,
-            out_dir=out or default_out("gate"),
-            quiet=quiet,
-            log=echo_err,
-            command="dpo-harness " + " ".join(sys.argv[1:]),
-        )
-        local = Path(candidate)
-        decision = finish(run, promote_to, local if local.is_dir() else None, log=echo_err)
-        click.echo(tabulate(gate_rows(decision), headers=GATE_HEADERS))
-        click.echo("")
-        for r in decision.reasons:
-            click.echo(f"- {r}")
-        verdict = "PROMOTE" if decision.decision == "promote" else "REFUSE"
-        click.echo(f"\n{verdict}: {candidate}  (decision: {run.out_dir / 'decision.json'})")
-        if decision.promoted_to:
-            click.echo(f"promoted to {decision.promoted_to}")
-        return EXIT_OK if decision.decision == "promote" else EXIT_FAILED
+        with launcher_group() as dist:
+            run = run_gate(
+                config,
+                baseline_file=baseline_file,
+                baselines_directory=baselines_dir_opt,
+                policy=policy,
+                report_file=report_file,
+                out_dir=out or default_out("gate"),
+                quiet=quiet,
+                log=echo_err,
+                command="dpo-harness " + " ".join(sys.argv[1:]),
+                distributed=dist,
+            )
+            if dist is not None and not dist.is_main:
+                # Same responses, same seeded statistics: the same decision as the main process,
+                # which alone promotes, writes and prints.
+                return EXIT_OK if run.decision.decision == "promote" else EXIT_FAILED
+            return _finish(run, candidate, promote_to)
 
     sys.exit(run_guarded(body))
+
+
+def _finish(run: GateRun, candidate: str, promote_to: Path | None) -> int:
+    """Promote or record the refusal, print the table and reasons, return the exit code."""
+    local = Path(candidate)
+    decision = finish(run, promote_to, local if local.is_dir() else None, log=echo_err)
+    click.echo(tabulate(gate_rows(decision), headers=GATE_HEADERS))
+    click.echo("")
+    for r in decision.reasons:
+        click.echo(f"- {r}")
+    verdict = "PROMOTE" if decision.decision == "promote" else "REFUSE"
+    click.echo(f"\n{verdict}: {candidate}  (decision: {run.out_dir / 'decision.json'})")
+    if decision.promoted_to:
+        click.echo(f"promoted to {decision.promoted_to}")
+    return EXIT_OK if decision.decision == "promote" else EXIT_FAILED

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from . import __version__
+from .distributed import Distributed
 from .errors import BadInputError
 from .loading import LoadedModel, load_checkpoint
 from .runner import ModelRunner
@@ -83,8 +84,13 @@ def evaluate(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     command: str | None = None,
+    distributed: Distributed | None = None,
 ) -> EvalReport:
-    """Load ``config.checkpoint`` (default: the demo model) and evaluate it."""
+    """Load ``config.checkpoint`` (default: the demo model) and evaluate it.
+
+    With ``distributed`` (from :func:`dpo_harness.distributed.from_env` under a launcher) every
+    process loads the model, answers its share of the requests, and returns the same report.
+    """
     t0 = time.perf_counter()
     suites = _make_suites(config)  # bad suite names fail before any model is loaded
     loaded = load_from_config(config, base=config.base)
@@ -98,6 +104,7 @@ def evaluate(
         progress=progress,
         log=log,
         command=command,
+        distributed=distributed,
     )
     report.provenance.timings["load"] = round(load_s, 3)
     report.provenance.timings["total"] = round(time.perf_counter() - t0, 3)
@@ -121,11 +128,13 @@ def evaluate_loaded(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     command: str | None = None,
+    distributed: Distributed | None = None,
 ) -> EvalReport:
     """Evaluate an already loaded model (used by training loops and tests)."""
     import torch
 
-    say = log or (lambda _msg: None)
+    quiet_rank = distributed is not None and not distributed.is_main
+    say = (lambda _msg: None) if log is None or quiet_rank else log
     suites = suites if suites is not None else _make_suites(config)
     torch.manual_seed(config.seed)
     runner = ModelRunner(
@@ -134,6 +143,7 @@ def evaluate_loaded(
         batch_size=config.batch_size,
         generation=config.generation,
         progress=progress,
+        distributed=distributed,
     )
     ctx = SuiteContext(
         generation=config.generation,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .baseline import Baseline, CompatibilityKey, baselines_dir, find_baseline, load_baseline
+from .distributed import Distributed
 from .errors import BadInputError
 from .gate import GateDecision, GatePolicy, gate, render_gate_markdown
 from .io import atomic_write_text, load_model_file, write_model_file
@@ -64,6 +65,7 @@ def run_gate(
     log: Callable[[str], None] | None = None,
     command: str | None = None,
     loaded: LoadedModel | None = None,
+    distributed: Distributed | None = None,
 ) -> GateRun:
     """Everything but promotion: find the baseline, evaluate (or read) the candidate, decide."""
     from .evaluate import evaluate_loaded, load_from_config, load_reference
@@ -103,11 +105,13 @@ def run_gate(
             progress=not quiet,
             log=None if quiet else log,
             command=command,
+            distributed=distributed,
         )
     stored.check_compatible(report, [s.name for s in report.suites])
     decision = gate(report, stored, policy, baseline_path=str(path))
     out = out_dir
-    write_model_file(out / "report.json", report)
+    if distributed is None or distributed.is_main:
+        write_model_file(out / "report.json", report)
     return GateRun(
         report=report, baseline=stored, baseline_path=path, decision=decision, out_dir=out
     )

@@ -111,6 +111,10 @@ def resolve_device(requested: str = "auto") -> Any:
             )
         return dev
     if torch.cuda.is_available():
+        # Under torchrun/accelerate each process takes its own GPU.
+        rank = os.environ.get("LOCAL_RANK")
+        if rank is not None and rank.isdigit() and int(rank) < torch.cuda.device_count():
+            return torch.device(f"cuda:{rank}")
         return torch.device("cuda")
     if torch.backends.mps.is_available():
         return torch.device("mps")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .distributed import Distributed
 from .loading import LoadedModel
 from .schema import (
     GenerateRequest,
@@ -74,6 +75,9 @@ class Responses:
     def update(self, other: Responses) -> None:
         self._data.update(other._data)
 
+    def items(self) -> list[tuple[Any, Response]]:
+        return list(self._data.items())
+
 
 @dataclass
 class RunnerStats:
@@ -84,12 +88,14 @@ class RunnerStats:
     by_kind: Counter[str] = field(default_factory=Counter)
     generations: Counter[str] = field(default_factory=Counter)  # rendered prompt -> times generated
     forward_batches: int = 0
+    world_size: int = 1  # processes that shared the work (counters above are totals over all)
 
     def as_dict(self) -> dict[str, int]:
         out = {
             "requested": self.requested,
             "unique": self.unique,
             "forward_batches": self.forward_batches,
+            "world_size": self.world_size,
         }
         out["generated_prompts"] = len(self.generations)
         out["generations"] = sum(self.generations.values())
@@ -123,13 +129,16 @@ class ModelRunner:
         batch_size: int = 16,
         generation: GenerationSettings | None = None,
         progress: bool = False,
+        distributed: Distributed | None = None,
     ) -> None:
         self.loaded = loaded
+        self.distributed = distributed
         self.reference = reference
         self.batch_size = batch_size
         self.generation = generation or GenerationSettings()
-        self.progress = progress
-        self.stats = RunnerStats()
+        # Under a launcher only the main process draws progress bars.
+        self.progress = progress and (distributed is None or distributed.is_main)
+        self.stats = RunnerStats(world_size=distributed.world_size if distributed else 1)
         self._gen_cache: dict[str, GenerateResponse] = {}  # rendered prompt -> batched output
 
     # ------------------------------------------------------------------ plumbing
@@ -217,6 +226,11 @@ class ModelRunner:
         for r in unique:
             by_kind.setdefault(r.kind, []).append(r)
             self.stats.by_kind[r.kind] += 1
+        if self.distributed is None:
+            return self._run_kinds(by_kind)
+        return self._run_distributed(by_kind, self.distributed)
+
+    def _run_kinds(self, by_kind: dict[str, list[Any]]) -> Responses:
         out = Responses()
         # Order matters: parity reuses the batched generations.
         handlers: list[tuple[str, Callable[[list[Any], Responses], None]]] = [
@@ -229,8 +243,43 @@ class ModelRunner:
             ("probe", self._run_probe),
         ]
         for kind, handler in handlers:
-            if kind in by_kind:
+            if by_kind.get(kind):
                 handler(by_kind[kind], out)
+        return out
+
+    def _run_distributed(self, by_kind: dict[str, list[Any]], dist: Distributed) -> Responses:
+        """Each rank answers its share of every kind; all ranks end with every response."""
+        generations_before = Counter(self.stats.generations)
+        batches_before = self.stats.forward_batches
+
+        def sharded(kinds: dict[str, list[Any]]) -> Responses:
+            local = self._run_kinds({k: dist.shard(v) for k, v in kinds.items()})
+            merged = Responses()
+            for part in dist.all_gather(local.items()):
+                for req, resp in part:
+                    merged.set(req, resp)
+            return merged
+
+        out = sharded({k: v for k, v in by_kind.items() if k != "parity"})
+        # Every rank keeps all batched generations: parity compares one-by-one generation with
+        # the batched output (which another rank may have produced), and a later run() asking
+        # for the same prompt must not generate it again.
+        for req, resp in out.items():
+            if isinstance(req, GenerateRequest) and isinstance(resp, GenerateResponse):
+                self._gen_cache.setdefault(self._rendered(req.prompt), resp)
+        if "parity" in by_kind:
+            out.update(sharded({"parity": by_kind["parity"]}))
+        # Counters become totals over all ranks, identical everywhere.
+        mine = (
+            self.stats.generations - generations_before,
+            self.stats.forward_batches - batches_before,
+        )
+        generations, batches = generations_before, batches_before
+        for gen, n in dist.all_gather(mine):
+            generations = generations + gen
+            batches += n
+        self.stats.generations = generations
+        self.stats.forward_batches = batches
         return out
 
     # ------------------------------------------------------------------ generation

@@ -1,7 +1,11 @@
-"""Synthetic reports and baselines for testing the gate without a model."""
+"""Synthetic reports and baselines for testing the gate without a model; a torchrun launcher."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Mapping
 
 from dpo_harness.baseline import Baseline, new_baseline
@@ -87,3 +91,26 @@ def make_report(
 
 def make_baseline(report: EvalReport) -> Baseline:
     return new_baseline(report, reason="test").sealed()
+
+
+def torchrun(nproc: int, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m dpo_harness.cli ARGS`` under torchrun with ``nproc`` CPU processes (gloo)."""
+    with socket.socket() as s:  # a free port: a fixed one could be taken on a shared CI machine
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        port,
+        "-m",
+        "dpo_harness.cli",
+        *args,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )

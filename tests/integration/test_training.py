@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +17,8 @@ from dpo_harness.plugin import get_plugin
 from dpo_harness.plugins.dpo.config import DPORunConfig
 from dpo_harness.train_and_gate import train_and_gate
 from transformers import TrainerCallback
+
+from tests.helpers import torchrun
 
 pytestmark = pytest.mark.train
 
@@ -257,26 +255,7 @@ def test_training_runs_unchanged_under_torchrun_with_two_cpu_processes(tmp_path:
     }
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    with socket.socket() as s:  # a free port: a fixed one could be taken on a shared CI machine
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        port,
-        "-m",
-        "dpo_harness.cli",
-        "train",
-        "--config",
-        str(path),
-        "--quiet",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+    proc = torchrun(2, "train", "--config", str(path), "--quiet")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 steps" in proc.stdout
     assert (tmp_path / "ddp" / "final" / "adapter_model.safetensors").is_file()
