@@ -129,7 +129,7 @@ def _studentized_values(
     """Map resamples of the centred data to bootstrap-t "implied means" ``mean - t* * se``.
 
     ``t* = mean(resample) / (sd(resample) / sqrt(n))`` on centred data.  Also returns a
-    mask of resamples whose values are all equal: they have no spread to studentise by, so
+    mask of resamples with (next to) no spread: they have nothing to studentise by, so
     the caller gives them their own mean (the percentile value) instead of t* = +-inf.
     Infinite t* would make the interval unbounded whenever fewer than about three items
     differ from the rest, e.g. two changed items out of 150 with all the others tied.
@@ -139,13 +139,11 @@ def _studentized_values(
     # One-pass variance is accurate here because the data are centred first.
     ss = np.einsum("ij,ij->i", resampled, resampled) - n * boot_mean * boot_mean
     boot_se = np.sqrt(np.maximum(ss, 0.0) / (n - 1) / n)
-    # A constant resample's computed SD can be a rounding residue instead of 0, so rows with a
-    # tiny SD get an exact max == min check (only those: the check costs two passes).
-    zero_sd = boot_se <= _TINY_SD * se
-    if zero_sd.any():
-        rows = np.flatnonzero(zero_sd)
-        zero_sd[rows] = resampled[rows].max(axis=1) == resampled[rows].min(axis=1)
-        zero_sd |= boot_se == 0.0
+    # A resample with (almost) no spread cannot be studentised: its SD is 0, a rounding residue,
+    # or a real spread of a few ulps (items that differ only in the last bit). Dividing by it
+    # gives |t*| of 1e15 and an interval reaching 1e7 on data of size 1 - hypothesis found such
+    # a case - so every row whose SD is below _TINY_SD of the sample SE counts as spread-free.
+    zero_sd = (boot_se <= _TINY_SD * se) | (boot_se == 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         values = mean - boot_mean / boot_se * se
     return values, zero_sd
@@ -179,8 +177,13 @@ def _bootstrap_distribution(
             out[start:stop] = mean + resampled.mean(axis=1)
             continue
         values, constant = _studentized_values(resampled, mean, se)
-        # The exact item value, not mean + (value - mean), so that ties stay exact.
-        values[constant] = diff[idx[constant, 0]]
+        if constant.any():
+            # Spread-free resamples take their own mean (the percentile value); for an exactly
+            # constant one, the item value itself, not mean + (value - mean), so ties stay exact.
+            rows = idx[constant]
+            picked = diff[rows]
+            exact = picked.max(axis=1) == picked.min(axis=1)
+            values[constant] = np.where(exact, picked[:, 0], picked.mean(axis=1))
         out[start:stop] = values
     out.sort()
     return out

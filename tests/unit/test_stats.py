@@ -19,7 +19,7 @@ from dpo_harness.stats import (
     one_sided_bootstrap_p,
     paired_bootstrap_ci,
 )
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import optimize
 from scipy import stats as sps
@@ -106,12 +106,28 @@ def test_candidate_clearly_worse_than_margin_is_regressed(
 # --------------------------------------------------------------------------- monotonicity
 
 
+def test_ulp_level_spread_does_not_blow_up_the_bootstrap_t_interval() -> None:
+    x = -1.8705635215371825
+    diff = np.array([x, x, 0.38011434429624313 + x, np.nextafter(x, 0.0)])
+    _, lo, hi = paired_bootstrap_ci(diff, np.zeros(4), n_resamples=2000, seed=0)
+    assert diff.min() - 1.0 <= lo <= hi <= diff.max() + 1.0
+
+
 @PROPERTY
 @given(
     diff=st.lists(unit_scores, min_size=2, max_size=80),
     margin=st.floats(0.0, 0.5),
     shifts=st.tuples(st.floats(0.0, 2.0), st.floats(0.0, 2.0)).map(sorted),
     seed=seeds,
+)
+# Found by hypothesis: after the shift two items differ in the last bit only, a resample of
+# just those had an SD of ~1e-16, and t* blew the interval up to 1e7 (inconclusive instead of
+# regressed).
+@example(
+    diff=[0.0, 0.0, 0.38011434429624313, 2.220446049250313e-16],
+    margin=0.0,
+    shifts=[1.0, 1.8705635215371825],
+    seed=0,
 )
 def test_shifting_diff_down_never_moves_verdict_towards_pass(
     diff: list[float], margin: float, shifts: list[float], seed: int
