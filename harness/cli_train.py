@@ -100,7 +100,8 @@ def train_and_gate_command(
 
         plugin, config = _load(config_file, out, resume)
         _check_output_dir(config, resume)
-        echo_err(f"train-and-gate: {config.model} → {config.output_dir}")
+        if _is_main():
+            echo_err(f"train-and-gate: {config.model} → {config.output_dir}")
         summary = train_and_gate(
             plugin,
             config,
@@ -109,10 +110,10 @@ def train_and_gate_command(
             progress=not quiet,
             log=echo_err,
         )
+        if not _is_main():
+            return EXIT_OK  # the main process reports the outcome
         click.echo(render_summary(summary))
         click.echo(f"summary: {Path(config.output_dir) / 'run_summary.json'}")
-        if not _is_main():
-            return EXIT_OK  # other ranks only train; the main process reports the outcome
         return EXIT_OK if summary.outcome == "promoted" else EXIT_FAILED
 
     sys.exit(run_guarded(body))

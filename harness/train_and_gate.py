@@ -27,6 +27,7 @@ from .baseline import (
     save_baseline,
     slug_for,
 )
+from .distributed import from_env
 from .errors import BadInputError
 from .gate import GateDecision
 from .gating import finish, run_gate
@@ -203,29 +204,38 @@ def train_and_gate(
         training=training,
         timings=timings,
     )
-    if not main:
-        summary.reason = "not the main process: training only"
-        return summary
-    if training.stopped:
-        summary.reason = f"training was stopped, nothing is promoted: {training.stop_reason}"
-        return _write(summary, out_dir, t0)
+    # Under torchrun/accelerate every process gates: each answers a share of the requests.
+    dist = from_env()
+    stopped, stop_reason, candidates = training.stopped, training.stop_reason, _candidates(training)
+    if dist is not None:
+        # The main process alone knows the baseline and saved the checkpoints; a guard may in
+        # principle stop one rank only. Agree on all of it before anyone loads a model.
+        views = dist.all_gather((baseline_path, stopped, stop_reason, candidates))
+        baseline_path, _, _, candidates = views[0]
+        stopped = any(v[1] for v in views)
+        stop_reason = next((v[2] for v in views if v[1]), stop_reason)
+    if stopped:
+        summary.reason = f"training was stopped, nothing is promoted: {stop_reason}"
+        return _write(summary, out_dir, t0) if main else summary
 
     t = time.perf_counter()
     assert baseline_path is not None
     outcomes: list[CandidateOutcome] = []
     runs = {}
     primary_direction = Direction.HIGHER
-    for name, path, step, final in _candidates(training):
-        log(f"gating {name} (step {step})")
+    say = log if main else (lambda _msg: None)
+    for name, path, step, final in candidates:
+        say(f"gating {name} (step {step})")
         run = run_gate(
             _eval_config(config, str(path)),
             baseline_file=baseline_path,
             policy=config.gate.policy,
             out_dir=out_dir / "gate" / name,
             quiet=True,
+            distributed=dist,
         )
         value, primary_direction = _primary(run.report, config.gate.primary_metric)
-        d: GateDecision = finish(run, None, None, log=log)
+        d: GateDecision = finish(run, None, None, log=log) if main else run.decision
         runs[name] = run
         outcomes.append(
             CandidateOutcome(
@@ -242,6 +252,9 @@ def train_and_gate(
         )
     timings["gate"] = round(time.perf_counter() - t, 2)
     summary.candidates = outcomes
+    if not main:
+        summary.reason = "not the main process: it trained and evaluated its share"
+        return summary
     passing = [o for o in outcomes if o.decision == "promote"]
     if not passing:
         summary.outcome = "refused"

@@ -274,6 +274,12 @@ def run_dpo(
     )
     if progress:
         _quiet_progress(trainer)
+    else:
+        # disable_tqdm makes the Trainer print every log record as a raw dict instead; --quiet
+        # means quiet (the full log is kept in log_history.json).
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     resume_from = None
     if resume:
         resume_from = get_last_checkpoint(str(out_dir))

@@ -264,6 +264,29 @@ def test_training_runs_unchanged_under_torchrun_with_two_cpu_processes(tmp_path:
     shutil.rmtree(tmp_path / "ddp", ignore_errors=True)
 
 
+@pytest.mark.slow
+def test_train_and_gate_under_torchrun_gates_on_every_process(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path, per_device_train_batch_size=2, max_steps=2, save_steps=2)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(json.loads(config.model_dump_json())))
+    proc = torchrun(2, "train-and-gate", "--config", str(path), "--quiet")
+    out = tmp_path / "run"
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert proc.returncode == (0 if summary["outcome"] == "promoted" else 1), proc.stderr[-3000:]
+    assert summary["outcome"] in ("promoted", "refused")  # trained, gated, decided
+    # One summary (the main process prints), no raw log dicts, and the gate's evaluation was
+    # split over 2 processes.
+    assert proc.stdout.count("summary: ") == 1
+    assert proc.stderr.count("train-and-gate: demo") == 1
+    assert "{'loss'" not in proc.stdout
+    (gated,) = summary["candidates"]
+    report = json.loads((Path(gated["gate_dir"]) / "report.json").read_text())
+    stats = report["provenance"]["runner_stats"]
+    assert stats["world_size"] == 2
+    assert stats["generations"] == stats["generated_prompts"]
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def test_train_and_gate_creates_a_missing_baseline_with_a_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
