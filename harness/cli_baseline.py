@@ -18,7 +18,14 @@ from .baseline import (
     save_baseline,
     slug_for,
 )
-from .cli_common import build_eval_config, echo_err, eval_options, launcher_group, run_guarded
+from .cli_common import (
+    baselines_dir_option,
+    build_eval_config,
+    echo_err,
+    eval_options,
+    launcher_group,
+    run_guarded,
+)
 from .compare import compare_reports, render_update_report, update_reasons
 from .distributed import Distributed
 from .errors import EXIT_OK, BadInputError
@@ -57,13 +64,22 @@ def baseline() -> None:
     """Stored base-model baselines (the gate compares candidates with them)."""
 
 
-def _dir_option(fn: Any) -> Any:
-    return click.option(
-        "--baselines-dir",
-        "baselines_dir_opt",
-        type=click.Path(path_type=Path),
-        help="Where baselines live (default $DPO_HARNESS_BASELINES or ./baselines).",
-    )(fn)
+def _target(
+    model: str | None, kw: dict[str, Any], dir_opt: Path | None
+) -> tuple[EvalConfig, Path, Path]:
+    """The evaluation config, the baselines directory and the baseline file MODEL maps to."""
+    config = build_eval_config(model or "demo", **kw)
+    directory = baselines_dir(dir_opt)
+    return config, directory, directory / f"{slug_for(config.checkpoint or 'demo')}.json"
+
+
+def _evaluate_on_launcher(config: EvalConfig, quiet: bool) -> EvalReport | None:
+    """evaluate_base, data-parallel under torchrun; None on the processes that must not write."""
+    with launcher_group() as dist:
+        report = evaluate_base(
+            config, quiet=quiet, command="dpo-harness " + " ".join(sys.argv[1:]), distributed=dist
+        )
+    return report if dist is None or dist.is_main else None
 
 
 def _write(report: EvalReport, directory: Path, reason: str) -> tuple[Path, Path | None, Baseline]:
@@ -75,7 +91,7 @@ def _write(report: EvalReport, directory: Path, reason: str) -> tuple[Path, Path
 @baseline.command("create")
 @click.argument("model", required=False)
 @eval_options
-@_dir_option
+@baselines_dir_option
 @click.option("--force", is_flag=True, help="Replace an existing baseline (it moves to history).")
 @click.option("--quiet", is_flag=True)
 def create(
@@ -88,23 +104,15 @@ def create(
     """Evaluate MODEL (default: the demo model) and store it as its baseline."""
 
     def body() -> int:
-        config = build_eval_config(model or "demo", **kw)
-        directory = baselines_dir(baselines_dir_opt)
-        target = directory / f"{slug_for(config.checkpoint or 'demo')}.json"
+        config, directory, target = _target(model, kw, baselines_dir_opt)
         if target.exists() and not force:
             raise BadInputError(
                 f"a baseline already exists: {target}",
                 f"use `dpo-harness baseline update {config.checkpoint}` to replace it with a report",
             )
-        with launcher_group() as dist:
-            report = evaluate_base(
-                config,
-                quiet=quiet,
-                command="dpo-harness " + " ".join(sys.argv[1:]),
-                distributed=dist,
-            )
-            if dist is not None and not dist.is_main:
-                return EXIT_OK  # the main process writes the baseline
+        report = _evaluate_on_launcher(config, quiet)
+        if report is None:
+            return EXIT_OK  # the main process writes the baseline
         path, previous, stored = _write(report, directory, "created")
         click.echo(f"baseline for {stored.base_model} written to {path}")
         if previous:
@@ -118,7 +126,7 @@ def create(
 @baseline.command("update")
 @click.argument("model", required=False)
 @eval_options
-@_dir_option
+@baselines_dir_option
 @click.option("--reason", help="Why you update (kept in the report and the baseline).")
 @click.option("--quiet", is_flag=True)
 def update(
@@ -131,24 +139,16 @@ def update(
     """Re-evaluate MODEL, replace its baseline (the old one goes to history), write an update report."""
 
     def body() -> int:
-        config = build_eval_config(model or "demo", **kw)
-        directory = baselines_dir(baselines_dir_opt)
-        target = directory / f"{slug_for(config.checkpoint or 'demo')}.json"
+        config, directory, target = _target(model, kw, baselines_dir_opt)
         if not target.exists():
             raise BadInputError(
                 f"no baseline to update at {target}",
                 f"create it with: dpo-harness baseline create {config.checkpoint}",
             )
         old = load_baseline(target)
-        with launcher_group() as dist:
-            report = evaluate_base(
-                config,
-                quiet=quiet,
-                command="dpo-harness " + " ".join(sys.argv[1:]),
-                distributed=dist,
-            )
-            if dist is not None and not dist.is_main:
-                return EXIT_OK  # the main process writes the baseline and its report
+        report = _evaluate_on_launcher(config, quiet)
+        if report is None:
+            return EXIT_OK  # the main process writes the baseline and its report
         reasons = update_reasons(old, report, reason)
         rows = compare_reports(old.report, report)
         path, previous, stored = _write(report, directory, "; ".join(reasons))
@@ -187,7 +187,7 @@ def _summary(b: Baseline) -> str:
 
 @baseline.command("show")
 @click.argument("file", required=False, type=click.Path(path_type=Path))
-@_dir_option
+@baselines_dir_option
 def show(file: Path | None, baselines_dir_opt: Path | None = None) -> None:
     """Show one baseline, or list all of them."""
 

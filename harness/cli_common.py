@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
-from .distributed import Distributed, from_env, shutdown
+from .distributed import Distributed, from_env, is_main_process, shutdown
 from .errors import BadInputError, HarnessError
 
 __all__ = [
+    "baselines_dir_option",
     "build_eval_config",
     "default_out",
     "echo_err",
@@ -68,12 +69,22 @@ def run_guarded(fn: Callable[[], int]) -> int:
         return fn()
     except HarnessError as exc:
         # Under a launcher every process meets the same bad input; one copy of the message is enough.
-        if os.environ.get("RANK", "0") == "0":
+        if is_main_process():
             echo_err(exc.render())
         return exc.exit_code
     except KeyboardInterrupt:
         echo_err("interrupted")
         return 130
+
+
+def baselines_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--baselines-dir``, shared by the gate and the baseline commands."""
+    return click.option(
+        "--baselines-dir",
+        "baselines_dir_opt",
+        type=click.Path(path_type=Path),
+        help="Where baselines live (default $DPO_HARNESS_BASELINES or ./baselines).",
+    )(fn)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import click
 from tabulate import tabulate
 
 from .cli_common import (
+    baselines_dir_option,
     build_eval_config,
     default_out,
     echo_err,
@@ -55,12 +56,7 @@ def _policy(inconclusive: str | None, margins: tuple[str, ...], seed: int | None
     type=click.Path(path_type=Path),
     help="Baseline file (default: found from the base model).",
 )
-@click.option(
-    "--baselines-dir",
-    "baselines_dir_opt",
-    type=click.Path(path_type=Path),
-    help="Where to look for baselines.",
-)
+@baselines_dir_option
 @click.option(
     "--promote-to", type=click.Path(path_type=Path), help="Copy the candidate here if it passes."
 )

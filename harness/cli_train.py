@@ -11,6 +11,7 @@ import click
 from tabulate import tabulate
 
 from .cli_common import echo_err, run_guarded
+from .distributed import is_main_process
 from .errors import EXIT_FAILED, EXIT_OK, BadInputError
 from .plugin import RunConfigBase, TrainingPlugin, get_plugin
 
@@ -100,7 +101,7 @@ def train_and_gate_command(
 
         plugin, config = _load(config_file, out, resume)
         _check_output_dir(config, resume)
-        if _is_main():
+        if is_main_process():
             echo_err(f"train-and-gate: {config.model} → {config.output_dir}")
         summary = train_and_gate(
             plugin,
@@ -110,19 +111,13 @@ def train_and_gate_command(
             progress=not quiet,
             log=echo_err,
         )
-        if not _is_main():
+        if not is_main_process():
             return EXIT_OK  # the main process reports the outcome
         click.echo(render_summary(summary))
         click.echo(f"summary: {Path(config.output_dir) / 'run_summary.json'}")
         return EXIT_OK if summary.outcome == "promoted" else EXIT_FAILED
 
     sys.exit(run_guarded(body))
-
-
-def _is_main() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 @click.command("train")
@@ -138,7 +133,7 @@ def train_command(
         result = plugin.train(
             config, resume=resume, skip_bad_rows=skip_bad_rows, progress=not quiet, log=echo_err
         )
-        if _is_main():
+        if is_main_process():
             state = f"STOPPED: {result.stop_reason}" if result.stopped else "completed"
             click.echo(f"{result.steps_completed} steps, {result.seconds:.0f} s — {state}")
             for c in result.checkpoints:

@@ -15,14 +15,21 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Distributed", "from_env", "local_rank", "shutdown"]
+__all__ = ["Distributed", "from_env", "is_main_process", "local_rank", "shutdown", "world_size"]
 
 
-def _world_size() -> int:
+def world_size() -> int:
+    """WORLD_SIZE under a launcher, else 1."""
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         return 1
+
+
+def is_main_process() -> bool:
+    """True unless a launcher says this is a process other than rank 0 (readable before any
+    process group exists: the Trainer creates its own during training)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def local_rank() -> int | None:
@@ -57,7 +64,7 @@ class Distributed:
 
 def from_env() -> Distributed | None:
     """Join the launcher's process group when WORLD_SIZE > 1; None for a single process."""
-    if _world_size() <= 1:
+    if world_size() <= 1:
         return None
     import torch
     import torch.distributed as dist

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .distributed import local_rank
 from .errors import BadInputError
 from .fingerprint import files_fingerprint, tensors_fingerprint, text_hash
 from .schema import CheckpointKind, ModelInfo
@@ -112,8 +113,8 @@ def resolve_device(requested: str = "auto") -> Any:
         return dev
     if torch.cuda.is_available():
         # Under torchrun/accelerate each process takes its own GPU.
-        rank = os.environ.get("LOCAL_RANK")
-        if rank is not None and rank.isdigit() and int(rank) < torch.cuda.device_count():
+        rank = local_rank()
+        if rank is not None and rank < torch.cuda.device_count():
             return torch.device(f"cuda:{rank}")
         return torch.device("cuda")
     if torch.backends.mps.is_available():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from .baseline import (
     save_baseline,
     slug_for,
 )
-from .distributed import from_env
+from .distributed import from_env, is_main_process
 from .errors import BadInputError
 from .gate import GateDecision
 from .gating import finish, run_gate
@@ -69,10 +68,6 @@ class RunSummary(BaseModel):
     promoted: str | None = None
     promoted_to: Path | None = None
     timings: dict[str, float] = Field(default_factory=dict)
-
-
-def _main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _eval_config(config: RunConfigBase, checkpoint: str | None) -> EvalConfig:
@@ -162,7 +157,7 @@ def train_and_gate(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     out_dir = Path(config.output_dir)
-    main = _main_process()
+    main = is_main_process()
     suite_name = config.gate.primary_metric.partition("::")[0]
     if suite_name not in config.evaluation.suites:
         raise BadInputError(

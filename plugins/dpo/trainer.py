@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dpo_harness.distributed import is_main_process, world_size
 from dpo_harness.errors import BadInputError
 from dpo_harness.io import atomic_write_text
 from dpo_harness.plugin import CheckpointRecord, PreflightSummary, TrainingResult
@@ -29,10 +30,6 @@ from .guards import DPOGuard
 from .preflight import PreflightReport, load_preference_rows, preflight
 
 __all__ = ["build_dpo_config", "is_main_process", "load_data", "run_dpo"]
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _source(path: str) -> str:
@@ -135,7 +132,7 @@ def build_dpo_config(config: DPORunConfig, *, has_eval: bool, progress: bool) ->
         raise BadInputError(
             "training.precision is fp16 but there is no CUDA device", "set training.precision: fp32"
         )
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    distributed = world_size() > 1
     kwargs: dict[str, Any] = dict(
         output_dir=str(config.output_dir),
         per_device_train_batch_size=t.per_device_train_batch_size,
