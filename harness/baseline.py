@@ -4,7 +4,7 @@ A baseline file holds the base model's :class:`EvalReport` with every per-sample
 :class:`CompatibilityKey` (suite versions, data hashes, generation settings, chat template and
 tokenizer hashes — never batch size, device or process count, which do not change what is
 measured), and a content checksum so a corrupt or hand-edited file is refused. Files live in
-``baselines/<slug>.json``; an update moves the previous one to ``baselines/history/<slug>/`` and
+``baselines/<slug>.json``; an update copies the previous one to ``baselines/history/<slug>/`` and
 writes a Markdown update report to ``baselines/reports/``. Writes are atomic and locked.
 """
 
@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -22,16 +23,19 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import BadInputError, IncompatibleBaselineError
-from .io import atomic_write_text, load_model_file
+from .io import atomic_write_bytes, atomic_write_text, load_model_file, output_error
 from .schema import EvalReport, GenerationSettings, SuiteIdentity
 
 __all__ = [
     "Baseline",
     "CompatibilityKey",
+    "SavedBaseline",
     "baselines_dir",
+    "check_writable",
     "find_baseline",
     "key_of",
     "load_baseline",
+    "replace_baseline",
     "save_baseline",
     "slug_for",
 ]
@@ -153,24 +157,83 @@ def load_baseline(path: Path) -> Baseline:
     return baseline
 
 
+class SavedBaseline(BaseModel):
+    """What :func:`replace_baseline` wrote, and the baseline it replaced (read under the lock)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path
+    baseline: Baseline
+    previous_path: Path | None = None  # the replaced baseline's copy in history
+    previous: Baseline | None = None
+
+
 def save_baseline(baseline: Baseline, directory: Path) -> tuple[Path, Path | None]:
-    """Write ``baseline`` as ``<dir>/<slug>.json``; the previous one moves to history. Locked, atomic."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    slug = slug_for(baseline.base_model)
+    """Write ``baseline`` as ``<dir>/<slug>.json``: (its path, the replaced one's copy in history)."""
+    saved = _write_locked(Path(directory), slug_for(baseline.base_model), lambda _prev: baseline)
+    return saved.path, saved.previous_path
+
+
+def replace_baseline(
+    report: EvalReport, directory: Path, *, reason: str | Callable[[Baseline | None], str]
+) -> SavedBaseline:
+    """Store ``report`` as its model's baseline; ``reason`` may be worked out from the one replaced.
+
+    The baseline actually replaced is read under the write lock, so with two concurrent updates
+    the second one's reason (and the caller's update report) compares against the first one's.
+    """
+
+    def build(previous: Baseline | None) -> Baseline:
+        why = reason(previous) if callable(reason) else reason
+        return new_baseline(report, reason=why)
+
+    return _write_locked(Path(directory), slug_for(report.provenance.model.ref), build)
+
+
+def _write_locked(
+    directory: Path, slug: str, build: Callable[[Baseline | None], Baseline]
+) -> SavedBaseline:
+    """The one writer of baseline files.
+
+    Order matters for a crash or a full disk at any moment: the previous baseline is first
+    *copied* into history, then the new one is written to a temporary file and renamed over
+    the current file. So the current file is always a complete baseline — the old one until
+    the rename, the new one after. The lock serialises concurrent writers.
+    """
     path = directory / f"{slug}.json"
-    sealed = baseline.sealed()
-    previous: Path | None = None
-    with FileLock(str(directory / f".{slug}.lock"), timeout=60):
-        if path.exists():
-            old = load_baseline(path)
-            stamp = re.sub(r"[^0-9T]", "", old.created_at)[:15]
-            history = directory / "history" / slug
-            history.mkdir(parents=True, exist_ok=True)
-            previous = history / f"{stamp}-{old.checksum.removeprefix('sha256:')[:8]}.json"
-            os.replace(path, previous)
-        atomic_write_text(path, sealed.model_dump_json(indent=1) + "\n")
-    return path, previous
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(directory / f".{slug}.lock"), timeout=600):
+            previous = previous_path = None
+            if path.exists():
+                previous = load_baseline(path)
+                stamp = re.sub(r"[^0-9T]", "", previous.created_at)[:15]
+                short = previous.checksum.removeprefix("sha256:")[:8]
+                previous_path = directory / "history" / slug / f"{stamp}-{short}.json"
+                if not previous_path.exists():
+                    atomic_write_bytes(previous_path, path.read_bytes())
+            sealed = build(previous).sealed()
+            atomic_write_text(path, sealed.model_dump_json(indent=1) + "\n")
+    except OSError as exc:
+        raise output_error(path, exc, what="the baseline") from exc
+    return SavedBaseline(path=path, baseline=sealed, previous_path=previous_path, previous=previous)
+
+
+def check_writable(directory: Path) -> None:
+    """Refuse (exit 2) a baselines directory that cannot be written, before any evaluation."""
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BadInputError(
+            f"cannot write baselines to {directory}: {probe} is a file", "choose another directory"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BadInputError(
+            f"cannot write baselines to {directory}: {probe} is not writable",
+            "choose a writable --baselines-dir, or fix its permissions",
+        )
 
 
 def find_baseline(directory: Path, *, base_ref: str | None, base_fingerprint: str | None) -> Path:

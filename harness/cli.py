@@ -221,6 +221,45 @@ def calibrate(out: Path, with_variants: bool) -> None:
     sys.exit(run_guarded(body))
 
 
+@cli.command("verify")
+@click.argument("directory", type=click.Path(path_type=Path))
+def verify(directory: Path) -> None:
+    """Check that a promoted model is still exactly what its gate passed.
+
+    Re-hashes every file recorded in DIRECTORY/decision.json at promotion time. Exit 0 when all
+    match, 1 when a file changed, went missing or appeared, 2 when DIRECTORY is not a promotion.
+
+    Example: dpo-harness verify runs/demo-dpo-20261201-120000/promoted
+    """
+
+    def body() -> int:
+        from .promote import verify_promotion
+
+        result = verify_promotion(directory)
+        for note in result.notes:
+            echo_err(note)
+        n = len(result.decision.files or {})
+        if result.ok:
+            click.echo(
+                f"OK: {directory}: all {n} promoted files match the hashes recorded when "
+                f"{result.decision.candidate.ref} was gated ({result.decision.created_at})"
+            )
+            return EXIT_OK
+        for label, names in (
+            ("changed", result.changed),
+            ("missing", result.missing),
+            ("not part of the promotion", result.extra),
+        ):
+            for name in names:
+                click.echo(f"{label}: {name}")
+        click.echo(
+            f"CHANGED: {directory} is no longer the model its gate passed; gate the model again"
+        )
+        return EXIT_FAILED
+
+    sys.exit(run_guarded(body))
+
+
 def _register() -> None:
     from .cli_baseline import baseline
     from .cli_gate import gate_command

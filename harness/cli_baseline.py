@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ from tabulate import tabulate
 
 from .baseline import (
     Baseline,
+    SavedBaseline,
     baselines_dir,
+    check_writable,
     load_baseline,
-    new_baseline,
-    save_baseline,
+    replace_baseline,
     slug_for,
 )
 from .cli_common import (
@@ -82,10 +84,11 @@ def _evaluate_on_launcher(config: EvalConfig, quiet: bool) -> EvalReport | None:
     return report if dist is None or dist.is_main else None
 
 
-def _write(report: EvalReport, directory: Path, reason: str) -> tuple[Path, Path | None, Baseline]:
-    b = new_baseline(report, reason=reason)
-    path, previous = save_baseline(b, directory)
-    return path, previous, load_baseline(path)
+def _write(
+    report: EvalReport, directory: Path, reason: str | Callable[[Baseline | None], str]
+) -> tuple[SavedBaseline, Baseline]:
+    saved = replace_baseline(report, directory, reason=reason)
+    return saved, load_baseline(saved.path)
 
 
 @baseline.command("create")
@@ -110,13 +113,14 @@ def create(
                 f"a baseline already exists: {target}",
                 f"use `dpo-harness baseline update {config.checkpoint}` to replace it with a report",
             )
+        check_writable(directory)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline
-        path, previous, stored = _write(report, directory, "created")
-        click.echo(f"baseline for {stored.base_model} written to {path}")
-        if previous:
-            click.echo(f"previous baseline kept at {previous}")
+        saved, stored = _write(report, directory, "created")
+        click.echo(f"baseline for {stored.base_model} written to {saved.path}")
+        if saved.previous_path:
+            click.echo(f"previous baseline kept at {saved.previous_path}")
         click.echo(_summary(stored))
         return EXIT_OK
 
@@ -145,14 +149,28 @@ def update(
                 f"no baseline to update at {target}",
                 f"create it with: dpo-harness baseline create {config.checkpoint}",
             )
-        old = load_baseline(target)
+        load_baseline(target)  # a corrupt baseline is reported before the evaluation
+        check_writable(directory)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline and its report
+        # The baseline actually replaced is read under the write lock: with two concurrent
+        # updates, the second one's report compares against the first one's result.
+        saved, stored = _write(
+            report,
+            directory,
+            lambda prev: "; ".join(
+                update_reasons(prev, report, reason) if prev else [reason or "created"]
+            ),
+        )
+        old = saved.previous
+        if old is None:  # deleted while this update evaluated: it is a creation after all
+            click.echo(f"baseline for {stored.base_model} written to {saved.path}")
+            return EXIT_OK
         reasons = update_reasons(old, report, reason)
         rows = compare_reports(old.report, report)
-        path, previous, stored = _write(report, directory, "; ".join(reasons))
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path, previous = saved.path, saved.previous_path
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         md = render_update_report(
             f"Baseline update: {stored.base_model}",
             rows,

@@ -101,6 +101,10 @@ def gate_command(
     def body() -> int:
         config = build_eval_config(candidate, **kw)
         policy = _policy(inconclusive, margins, seed)
+        if promote_to is not None:
+            from .promote import check_promotable
+
+            check_promotable(promote_to)  # before the evaluation, not after it
         with launcher_group() as dist:
             run = run_gate(
                 config,

@@ -1,9 +1,13 @@
 """Stable model fingerprints that change whenever the weights change, and stay cheap.
 
 A fingerprint is a hash over the content hashes of the weight files (plus ``config.json``).
-Content hashes are cached by (path, size, mtime, inode), so a multi-GB model is read once; files
-in the Hugging Face hub cache are content-addressed already (``blobs/<sha256>``), so for those
-the name *is* the hash and nothing is read at all.
+Content hashes are cached in ``$DPO_HARNESS_CACHE/digests.json`` (default
+``~/.cache/dpo_harness``) keyed by (path, device, inode, size, mtime, **ctime**), so a multi-GB
+model is read once. The ctime is what makes the cache safe: any write to a file, and any
+``touch``/``os.utime`` that puts an old mtime back, sets the ctime to "now", and no user-space
+call can set it back — so an in-place edit always misses the cache (docs/safety.md has
+the measured cost of hashing without it). Files in the Hugging Face hub cache are
+content-addressed already (``blobs/<sha256>``): for those the name *is* the hash.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from .errors import HarnessError
 from .io import atomic_write_text
 
 __all__ = ["cache_dir", "file_digest", "files_fingerprint", "tensors_fingerprint", "text_hash"]
 
 _CHUNK = 8 << 20
+_MAX_ENTRIES = 4096
 _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -50,10 +56,10 @@ def file_digest(path: Path, *, use_cache: bool = True) -> str:
     # The hub cache stores LFS files as blobs/<sha256 of the content>: free and exact.
     if real.parent.name == "blobs" and _SHA256_NAME.match(real.name):
         return "sha256:" + real.name
-    st = real.stat()
-    key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
     if not use_cache:
         return _hash_file(real)
+    st = real.stat()
+    key = f"{real}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
     store = cache_dir() / "digests.json"
     try:
         cached = json.loads(store.read_text())
@@ -62,6 +68,8 @@ def file_digest(path: Path, *, use_cache: bool = True) -> str:
     if key in cached:
         return str(cached[key])
     digest = _hash_file(real)
+    if real.stat().st_ctime_ns != st.st_ctime_ns:
+        return digest  # written while we read it: correct for now, not worth remembering
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(store) + ".lock", timeout=10):
@@ -70,19 +78,22 @@ def file_digest(path: Path, *, use_cache: bool = True) -> str:
             except (OSError, ValueError):
                 cached = {}
             cached[key] = digest
+            # Bounded: the oldest entries go first (dicts keep insertion order).
+            for old in list(cached)[: max(0, len(cached) - _MAX_ENTRIES)]:
+                del cached[old]
             atomic_write_text(store, json.dumps(cached))
-    except OSError:
-        pass  # a read-only cache costs speed, never correctness
+    except (OSError, HarnessError):
+        pass  # a read-only or full cache costs speed, never correctness
     return digest
 
 
-def files_fingerprint(files: Iterable[tuple[str, Path]]) -> str:
+def files_fingerprint(files: Iterable[tuple[str, Path]], *, use_cache: bool = True) -> str:
     """Hash over (relative name, content hash) pairs, order-independent."""
     h = hashlib.sha256()
     for name, path in sorted(files, key=lambda x: x[0]):
         h.update(name.encode())
         h.update(b"\0")
-        h.update(file_digest(path).encode())
+        h.update(file_digest(path, use_cache=use_cache).encode())
         h.update(b"\n")
     return "sha256:" + h.hexdigest()
 

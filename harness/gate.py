@@ -112,6 +112,8 @@ class GateDecision(BaseModel):
     verdicts: list[MetricVerdict]
     reasons: list[str]
     promoted_to: str | None = None
+    # sha256 of every model file copied into the promotion (``dpo-harness verify`` re-checks them)
+    files: dict[str, str] | None = None
 
     def verdict(self, name: str) -> MetricVerdict:
         for v in self.verdicts:

@@ -133,8 +133,7 @@ def finish(
                 raise BadInputError(
                     "cannot promote a candidate that is not a local directory", "download it first"
                 )
-            promote(candidate_dir, promote_to, decision)
-            decision = decision.model_copy(update={"promoted_to": str(promote_to)})
+            decision = promote(candidate_dir, promote_to, decision)
         else:
             record = record_refusal(promote_to, decision)
             log(f"refused: {promote_to} left untouched; refusal recorded at {record}")

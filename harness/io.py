@@ -6,22 +6,26 @@ directory and are renamed into place, so a reader never sees a half-written file
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import BadInputError
+from .errors import BadInputError, HarnessError
 
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "describe_validation_error",
     "load_model_file",
+    "output_error",
     "read_jsonl",
     "write_model_file",
 ]
@@ -29,10 +33,55 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 
+def output_error(path: Path, exc: OSError, *, what: str = "the output") -> HarnessError:
+    """An OSError met while writing, as a one-line cause and a fix (exit 2)."""
+    reason = exc.strerror or str(exc)
+    fixes = {
+        errno.ENOSPC: "free some disk space (nothing was replaced: the previous files are intact)",
+        errno.EDQUOT: "free some disk quota (nothing was replaced: the previous files are intact)",
+        errno.EROFS: "write somewhere else: that file system is read-only",
+        errno.EACCES: "write somewhere you have permission to, or fix the permissions",
+        errno.EPERM: "write somewhere you have permission to, or fix the permissions",
+        errno.ENOTDIR: "a part of that path is a file, not a directory: choose another path",
+        errno.EISDIR: "that path is a directory: choose a file path",
+    }
+    return BadInputError(
+        f"cannot write {what} at {path}: {reason}",
+        fixes.get(exc.errno or 0, "check the path and the file system"),
+    )
+
+
+# A temporary file older than this is a leftover of a killed process, never a write in flight
+# (these are small JSON and Markdown files, written in well under a second).
+_STALE_TMP_SECONDS = 600
+
+
+def _remove_stale_tmp(path: Path) -> None:
+    now = time.time()
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - leftover.stat().st_mtime > _STALE_TMP_SECONDS:
+                leftover.unlink()
+        except OSError:
+            pass
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory + rename)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same directory + rename).
+
+    An OSError (disk full, read-only, permissions) becomes a one-line error with exit 2, and
+    the previous file at ``path`` is left as it was.
+    """
     path = Path(path)
+    try:
+        _atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise output_error(path, exc) from exc
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates 0600; give the file the permissions a plain open() would have.

@@ -22,8 +22,7 @@ from .baseline import (
     baselines_dir,
     find_baseline,
     load_baseline,
-    new_baseline,
-    save_baseline,
+    replace_baseline,
     slug_for,
 )
 from .distributed import from_env, is_main_process
@@ -107,7 +106,7 @@ def ensure_baseline(config: RunConfigBase, *, log: Callable[[str], None]) -> tup
     report = evaluate_base(
         _eval_config(config, base), quiet=True, command="train-and-gate (baseline)"
     )
-    path, _ = save_baseline(new_baseline(report, reason="created by train-and-gate"), directory)
+    path = replace_baseline(report, directory, reason="created by train-and-gate").path
     md_lines = [f"# Baseline created for {base}", "", f"- file: {path}", ""]
     for s in report.suites:
         for m in s.metrics:
@@ -168,6 +167,9 @@ def train_and_gate(
     preflight = baseline_path = None
     created = False
     if main:
+        from .promote import check_promotable
+
+        check_promotable(config.gate.promote_to or out_dir / "promoted")
         log("preflight: checking the preference data")
         preflight = plugin.preflight(config, skip_bad_rows=skip_bad_rows)
         timings["preflight"] = round(time.perf_counter() - t0, 2)

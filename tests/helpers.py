@@ -7,8 +7,10 @@ import socket
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from dpo_harness.baseline import Baseline, new_baseline
+from dpo_harness.gate import GateDecision
 from dpo_harness.schema import (
     CheckpointKind,
     Direction,
@@ -114,3 +116,15 @@ def torchrun(nproc: int, *args: str, timeout: int = 600) -> subprocess.Completed
     return subprocess.run(
         cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
+
+
+def promotion_decision(candidate: Path) -> GateDecision:
+    """A promote decision about exactly the files in ``candidate`` (for promotion tests)."""
+    from dpo_harness.gate import GatePolicy, gate
+    from dpo_harness.loading import checkpoint_fingerprint, resolve_checkpoint
+
+    report = make_report({"acc": {f"i{k}": 1.0 for k in range(12)}})
+    decision = gate(report, make_baseline(report), GatePolicy(n_resamples=200))
+    fp = checkpoint_fingerprint(resolve_checkpoint(str(candidate)))
+    info = model_info(fp).model_copy(update={"ref": str(candidate)})
+    return decision.model_copy(update={"candidate": info})

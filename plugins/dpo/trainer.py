@@ -210,16 +210,81 @@ def _quiet_progress(trainer: Any) -> None:
     trainer.add_callback(BarOnly())
 
 
-def _checkpoints(output_dir: Path) -> list[CheckpointRecord]:
+def _is_complete(checkpoint: Path) -> bool:
+    """A checkpoint the Trainer finished writing.
+
+    ``Trainer._save_checkpoint`` writes the weights, then optimizer, scheduler and RNG state,
+    and ``trainer_state.json`` last; a process killed on the way leaves a directory without a
+    readable ``trainer_state.json`` for this step (docs/safety.md).
+    """
+    try:
+        step = int(checkpoint.name.rsplit("-", 1)[-1])
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    has_weights = any(checkpoint.glob("*.safetensors")) or any(checkpoint.glob("*.bin"))
+    return isinstance(state, dict) and state.get("global_step") == step and has_weights
+
+
+def _checkpoint_dirs(output_dir: Path) -> list[tuple[int, Path]]:
     out = []
     for p in output_dir.glob("checkpoint-*"):
-        try:
-            step = int(p.name.split("-")[-1])
-        except ValueError:
+        suffix = p.name.removeprefix("checkpoint-")
+        if p.is_dir() and suffix.isdigit():
+            out.append((int(suffix), p))
+    return sorted(out)
+
+
+def _checkpoints(output_dir: Path) -> list[CheckpointRecord]:
+    """The complete checkpoints of a run, oldest first (a half-written one is never gated)."""
+    return [
+        CheckpointRecord(path=p, step=step)
+        for step, p in _checkpoint_dirs(output_dir)
+        if _is_complete(p)
+    ]
+
+
+def set_aside_incomplete(output_dir: Path, log: Callable[[str], None]) -> Path | None:
+    """Move half-written checkpoints out of the way (kept, renamed) and return the newest complete one."""
+    newest = None
+    for step, p in _checkpoint_dirs(output_dir):
+        if _is_complete(p):
+            newest = p
             continue
-        if (p / "adapter_config.json").is_file() or (p / "config.json").is_file():
-            out.append(CheckpointRecord(path=p, step=step))
-    return sorted(out, key=lambda c: c.step)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = p.with_name(f"incomplete-{p.name}-{stamp}")
+        os.replace(p, aside)
+        log(
+            f"resume: {p.name} was not completely written (the run was interrupted while saving "
+            f"step {step}); kept as {aside.name}, not used"
+        )
+    return newest
+
+
+def _save_final(trainer: Any, out_dir: Path) -> Path:
+    """Save the final model into a temporary directory, then rename it to ``final``.
+
+    A kill while saving leaves the temporary directory (removed by the next run), never a
+    half-written ``final/`` that a later command would gate.
+    """
+    import shutil
+    import tempfile
+
+    final = out_dir / "final"
+    for leftover in out_dir.glob(".final.saving-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".final.saving-", dir=out_dir))
+    os.chmod(tmp, 0o755)
+    trainer.save_model(str(tmp))
+    trainer.state.save_to_json(str(tmp / "trainer_state.json"))
+    if final.exists():
+        old = out_dir / f".final.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
 
 
 def run_dpo(
@@ -234,7 +299,6 @@ def run_dpo(
     """Train; a numerical failure is reported as ``stopped`` with a reason, never hidden."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from datasets import Dataset
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOTrainer
 
     started = time.perf_counter()
@@ -279,13 +343,18 @@ def run_dpo(
         trainer.remove_callback(PrinterCallback)
     resume_from = None
     if resume:
-        resume_from = get_last_checkpoint(str(out_dir))
-        if resume_from is None:
-            raise BadInputError(
-                f"--resume: no checkpoint-N directory in {out_dir}",
-                "start the run without --resume",
-            )
-        log(f"resuming from {resume_from}")
+        # Every process finds the same newest complete checkpoint; only the main one renames
+        # the incomplete ones (which does not change which checkpoints are complete).
+        if is_main_process():
+            newest = set_aside_incomplete(out_dir, log)
+        else:
+            complete = _checkpoints(out_dir)
+            newest = complete[-1].path if complete else None
+        if newest is None:
+            log(f"resume: no complete checkpoint in {out_dir}; training starts from step 0")
+        else:
+            resume_from = str(newest)
+            log(f"resuming from {newest}")
     t_train = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - t_train
@@ -300,9 +369,7 @@ def run_dpo(
             trainer.state.log_history, out_dir / "curves.png", title=f"DPO: {config.model}"
         )
         if not guard.stopped:
-            final = out_dir / "final"
-            trainer.save_model(str(final))
-            trainer.state.save_to_json(str(final / "trainer_state.json"))
+            final = _save_final(trainer, out_dir)
             checkpoints.append(CheckpointRecord(path=final, step=steps, final=True))
     done = max(steps - guard.start_step, 1)
     return TrainingResult(

@@ -13,7 +13,10 @@ from dpo_harness.baseline import load_baseline
 from dpo_harness.cli import cli
 from dpo_harness.gate import GateDecision
 from dpo_harness.io import load_model_file
+from dpo_harness.promote import promote
 from dpo_harness.suites.common import DATA_DIR
+
+from tests.helpers import promotion_decision
 
 REPO = Path(__file__).resolve().parents[2]
 STORED = REPO / "baselines" / "demo.json"
@@ -101,8 +104,6 @@ def test_adapter_baseline_is_found_from_its_base_and_promoted_atomically(
     quiet_adapter: Path, tmp_path: Path
 ) -> None:
     target = tmp_path / "promoted"
-    target.mkdir()
-    (target / "old.txt").write_text("previous promotion")
     code, out = _gate(
         str(quiet_adapter),
         "--baselines-dir",
@@ -115,7 +116,6 @@ def test_adapter_baseline_is_found_from_its_base_and_promoted_atomically(
         str(tmp_path / "out"),
     )
     assert code == 0, out
-    assert not (target / "old.txt").exists()
     names = {p.name for p in target.iterdir()}
     assert {
         "adapter_model.safetensors",
@@ -128,17 +128,16 @@ def test_adapter_baseline_is_found_from_its_base_and_promoted_atomically(
     assert "| numerical" in card
     decision = json.loads((target / "decision.json").read_text())
     assert decision["decision"] == "promote" and decision["promoted_to"] == str(target)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".promoted.")], (
-        "no temp dirs left behind"
-    )
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".promoted.")]
+    assert leftovers == [".promoted.lock"], "no temp dirs left behind (the lock file stays)"
 
 
 def test_refusal_leaves_the_promote_directory_untouched(
-    demo_variant: Callable[[str], Path], tmp_path: Path
+    demo_variant: Callable[[str], Path], demo_dir: Path, tmp_path: Path
 ) -> None:
     target = tmp_path / "promoted"
-    target.mkdir()
-    (target / "model.txt").write_text("the model in production")
+    promote(demo_dir, target, promotion_decision(demo_dir))  # the model in production
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
     code, _ = _gate(
         str(demo_variant("english")),
         "--base",
@@ -151,9 +150,24 @@ def test_refusal_leaves_the_promote_directory_untouched(
         str(tmp_path / "out"),
     )
     assert code == 1
-    assert [p.name for p in target.iterdir()] == ["model.txt"]
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     records = list((tmp_path / "promoted.refusals").glob("*.json"))
     assert len(records) == 1 and json.loads(records[0].read_text())["decision"] == "refuse"
+
+
+def test_promote_to_a_directory_of_user_files_is_refused_before_evaluating(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "project"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(
+        cli, ["gate", "demo", "--base", "demo", "--promote-to", str(target), "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "not an earlier dpo-harness promotion" in result.output
+    assert "stage 1" not in result.output and not (tmp_path / "report.json").exists()
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
 
 
 def _small_items(path: Path, n: int = 12) -> Path:
