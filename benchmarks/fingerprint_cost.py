@@ -67,7 +67,11 @@ def main() -> None:
         size = sum(p.stat().st_size for p in files)
         named = [(p.name, p) for p in files]
         files_fingerprint(named, use_cache=False)  # warm the page cache for every arm
-        times: dict[str, list[float]] = {"hash (no cache)": [], "cache hit": [], "hash after edit": []}
+        times: dict[str, list[float]] = {
+            "hash (no cache)": [],
+            "cache hit": [],
+            "hash after edit": [],
+        }
         for r in range(args.repeats):
             s, fp = timed(lambda: files_fingerprint(named, use_cache=False))
             times["hash (no cache)"].append(s)
@@ -84,10 +88,14 @@ def main() -> None:
                 fh.write(bytes([old[0] ^ 0xFF]))
             os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
             s, edited = timed(lambda: files_fingerprint(named))
-            assert edited != fp, "an in-place edit with the mtime restored must change the fingerprint"
+            assert edited != fp, (
+                "an in-place edit with the mtime restored must change the fingerprint"
+            )
             times["hash after edit"].append(s)
     med = {k: statistics.median(v) for k, v in times.items()}
-    rows = [[k, f"{med[k]:.3f}", f"{size / med[k] / 1e9:.2f}" if med[k] > 0.01 else "—"] for k in times]
+    rows = [
+        [k, f"{med[k]:.3f}", f"{size / med[k] / 1e9:.2f}" if med[k] > 0.01 else "—"] for k in times
+    ]
     table = tabulate(rows, headers=["arm", "median s", "GB/s"], tablefmt="github")
     ratio = med["hash (no cache)"] / max(med["cache hit"], 1e-9)
     text = (
