@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 import torch
-from dpo_harness.fingerprint import files_fingerprint
-from dpo_harness.io import atomic_write_text
+from dpo_harness.evaluation.fingerprint import files_fingerprint
+from dpo_harness.files import atomic_write_text
 from safetensors.torch import save_file
 from tabulate import tabulate
 

@@ -29,13 +29,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from dpo_harness.baseline import load_baseline
+from dpo_harness.evaluation.loading import demo_model_dir
+from dpo_harness.files import atomic_write_text
 from dpo_harness.gate import Verdict
-from dpo_harness.gating import run_gate
-from dpo_harness.io import atomic_write_text
-from dpo_harness.loading import demo_model_dir
+from dpo_harness.gate.baseline import load_baseline
+from dpo_harness.gate.pipeline import run_gate
+from dpo_harness.gate.stats import NonInferiorityVerdict, non_inferiority
 from dpo_harness.schema import EvalConfig
-from dpo_harness.stats import NonInferiorityVerdict, non_inferiority
 from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dpo_harness.io import atomic_write_text
+from dpo_harness.files import atomic_write_text
 from tabulate import tabulate
 from transformers import TrainerCallback
 
@@ -63,7 +63,6 @@ def timed_guard(guard: Any) -> tuple[Any, list[float]]:
 
 def one_run(guarded: bool, steps: int, workdir: Path) -> dict[str, float]:
     from datasets import Dataset
-    from dpo_harness.plugin import get_plugin
     from dpo_harness.plugins.dpo.guards import DPOGuard
     from dpo_harness.plugins.dpo.trainer import (
         _load_model,
@@ -71,6 +70,7 @@ def one_run(guarded: bool, steps: int, workdir: Path) -> dict[str, float]:
         build_dpo_config,
         load_data,
     )
+    from dpo_harness.training.plugin import get_plugin
     from trl import DPOTrainer
 
     plugin = get_plugin("dpo")

@@ -5,7 +5,7 @@ the model. This builds a synthetic bf16 checkpoint with TinySwallow-1.5B's large
 (embedding 151,936 × 1,536, MLP 8,960 × 1,536; about 1.2 GB), plants one NaN in the last tensor,
 and compares, interleaved so page-cache state and machine load hit both alike:
 
-- ``streamed`` — ``dpo_harness.weight_scan.scan_safetensors`` (memory-mapped, row slices);
+- ``streamed`` — ``dpo_harness.evaluation.weight_scan.scan_safetensors`` (memory-mapped, row slices);
 - ``load_file`` — ``safetensors.torch.load_file`` then the same per-tensor check (what a scan
   that materialises the state dict costs).
 
@@ -29,8 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from dpo_harness.io import atomic_write_text
-from dpo_harness.weight_scan import scan_safetensors, scan_tensor
+from dpo_harness.evaluation.weight_scan import scan_safetensors, scan_tensor
+from dpo_harness.files import atomic_write_text
 from safetensors.torch import load_file, save_file
 from tabulate import tabulate
 

@@ -11,6 +11,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "BadInputError",
+    "BaselineNotFoundError",
     "HarnessError",
     "IncompatibleBaselineError",
 ]
@@ -43,3 +44,7 @@ class BadInputError(HarnessError):
 
 class IncompatibleBaselineError(BadInputError):
     """The stored baseline was computed under different suites, data or generation settings."""
+
+
+class BaselineNotFoundError(BadInputError):
+    """No stored baseline for a base model (train-and-gate then creates one)."""

@@ -1,32 +1,69 @@
 """dpo-harness as a pytest plugin: put a model behind the same CI gate as the code.
 
-Registered through the ``pytest11`` entry point (``dpo_harness``), inert unless its options are
-used (``pytest -p no:dpo_harness`` switches it off entirely)::
+Registered through the ``pytest11`` entry point (``dpo_harness``); it only adds its options
+unless ``--dpo-checkpoint`` is given (``pytest -p no:dpo_harness`` switches it off entirely)::
 
     pytest --dpo-checkpoint PATH [--dpo-baseline FILE] [--dpo-suites numerical,adtech] [--dpo-base MODEL]
 
-It evaluates the checkpoint once per session, gates it against the stored baseline, and turns
-every suite metric into a test item named ``dpo[suite::metric]`` — so ``-k``, ``--lf``, JUnit XML
-and xdist see ordinary tests. Item names come from the suites' declared metrics, not from the
-evaluation, so collection is cheap and identical on every worker. A failing item reads like a good
-assertion: the metric, the candidate and baseline values, the paired interval, the margin or hard
-limit it broke, and the worst samples. Fixtures for your own tests: ``dpo_report``,
-``dpo_baseline``, ``dpo_decision`` and ``dpo_model`` (session-scoped).
+Every evaluation setting of the CLI is here with ``dpo-`` in front (``--dpo-batch-size``,
+``--dpo-suite-data``, ``--dpo-max-new-tokens`` …, from :mod:`dpo_harness.settings`), and so are
+the gate policy's (``--dpo-inconclusive``, ``--dpo-margin``, ``--dpo-seed``).
+
+With the checkpoint given, a :class:`DpoGate` object is registered as a plugin; it keeps its
+state in ``config.stash``. It runs the gate pipeline's *prepare* step at session start — a
+missing checkpoint, no or an incompatible baseline, a bad option are pytest usage errors (exit
+4) naming the pytest option — evaluates once, and turns every suite metric into a test item
+named ``dpo[suite::metric]`` — so ``-k``, ``--lf``, JUnit XML and xdist see ordinary tests. A
+failing item reads like a good assertion: the metric, the candidate and baseline values, the
+paired interval, the margin or hard limit it broke, and the worst samples. Fixtures for your own
+tests: ``dpo_report``, ``dpo_baseline``, ``dpo_decision`` and ``dpo_model`` (session-scoped).
+
+Under pytest-xdist (``-n 2``) the controller evaluates once, before the workers start, and
+publishes the result; each worker reads it (``workerinput``) instead of evaluating; the gate
+table and the GitHub step summary are written once, by the controller.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from dpo_harness.settings import EVAL_OPTIONS, POLICY_OPTIONS, OptionSpec
 
-__all__ = ["DpoSession", "MetricItem"]
+if TYPE_CHECKING:
+    from dpo_harness.evaluation.loading import LoadedModel
+    from dpo_harness.gate.decision import MetricVerdict
+    from dpo_harness.gate.pipeline import GatePlan, GateRun
 
-_KEY = pytest.StashKey["DpoSession"]()
+__all__ = ["DpoGate", "GateFailure", "MetricItem"]
+
+_KEY = pytest.StashKey["DpoGate"]()
 _COLLECTOR = "dpo-harness"
+_WORKER_KEY = "dpo_harness_published"  # workerinput: the controller's published gate directory
+_PREFIX = "dpo_"
+
+
+def _pytest_dest(spec: OptionSpec) -> str:
+    return _PREFIX + spec.dest
+
+
+def _add(group: Any, spec: OptionSpec) -> None:
+    flag = "--dpo-" + spec.flag.lstrip("-")
+    kw: dict[str, Any] = {"dest": _pytest_dest(spec), "help": spec.help, "default": None}
+    if spec.metavar:
+        kw["metavar"] = spec.metavar
+    if spec.kind == "int":
+        kw["type"] = int
+    elif spec.kind == "flag":
+        kw["action"] = "store_true"
+        kw["default"] = False
+    elif spec.kind == "choice":
+        kw["choices"] = spec.choices
+    elif spec.kind == "multiple":
+        kw["action"] = "append"
+    group.addoption(flag, **kw)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,118 +82,255 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Where to look for baselines (default ./baselines).",
     )
     group.addoption(
-        "--dpo-suites", metavar="A,B", help="Suites to gate (default: the baseline's suites)."
-    )
-    group.addoption(
-        "--dpo-base", metavar="MODEL", help="The candidate's base model (for full checkpoints)."
-    )
-    group.addoption(
         "--dpo-report", metavar="FILE", help="Gate this evaluation report instead of evaluating."
-    )
-    group.addoption("--dpo-device", metavar="DEVICE", default=None, help="auto, cpu, cuda, mps.")
-    group.addoption(
-        "--dpo-inconclusive",
-        choices=("refuse", "promote"),
-        default=None,
-        help="Policy for inconclusive metrics (default refuse: the item fails).",
     )
     group.addoption(
         "--dpo-out",
         metavar="DIR",
         default=None,
-        help="Where to write report.json, decision.json, gate.md.",
+        help="Where to write report.json, decision.json, gate.md (default runs/pytest-dpo).",
     )
-
-
-class DpoSession:
-    """Evaluates once, lazily, the first time an item or fixture needs the result."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.checkpoint: str = config.getoption("dpo_checkpoint")
-        self._run: Any = None
-        self._loaded: Any = None
-        self.error: str | None = None
-
-    def _eval_config(self) -> Any:
-        from .schema import EvalConfig
-
-        opts: dict[str, Any] = {"checkpoint": self.checkpoint}
-        if self.config.getoption("dpo_base"):
-            opts["base"] = self.config.getoption("dpo_base")
-        if self.config.getoption("dpo_suites"):
-            opts["suites"] = [
-                s.strip() for s in self.config.getoption("dpo_suites").split(",") if s.strip()
-            ]
-        if self.config.getoption("dpo_device"):
-            opts["device"] = self.config.getoption("dpo_device")
-        return EvalConfig(**opts)
-
-    @property
-    def loaded(self) -> Any:
-        if self._loaded is None:
-            from .evaluate import load_from_config
-
-            cfg = self._eval_config()
-            self._loaded = load_from_config(cfg, base=cfg.base)
-        return self._loaded
-
-    @property
-    def run(self) -> Any:
-        if self._run is None:
-            from .errors import HarnessError
-            from .gate import GatePolicy
-            from .gating import run_gate
-
-            opt = self.config.getoption
-            out = Path(opt("dpo_out") or Path(str(self.config.rootpath)) / "runs" / "pytest-dpo")
-            policy = GatePolicy(inconclusive=opt("dpo_inconclusive") or "refuse")
-            report_file = Path(opt("dpo_report")) if opt("dpo_report") else None
-            try:
-                self._run = run_gate(
-                    self._eval_config(),
-                    baseline_file=Path(opt("dpo_baseline")) if opt("dpo_baseline") else None,
-                    baselines_directory=Path(opt("dpo_baselines_dir"))
-                    if opt("dpo_baselines_dir")
-                    else None,
-                    policy=policy,
-                    report_file=report_file,
-                    out_dir=out,
-                    loaded=None if report_file else self.loaded,
-                )
-            except HarnessError as exc:
-                self.error = exc.render()
-                raise
-            from .gating import finish
-
-            finish(self._run, None, None, log=lambda _m: None)
-        return self._run
-
-    def metric_names(self) -> list[tuple[str, str]]:
-        """(suite, metric) for every declared metric of the selected suites — no model needed."""
-        from .baseline import load_baseline
-        from .suite import create_suite
-
-        suites = self.config.getoption("dpo_suites")
-        if suites:
-            names = [s.strip() for s in suites.split(",") if s.strip()]
-        elif self.config.getoption("dpo_baseline"):
-            names = list(load_baseline(Path(self.config.getoption("dpo_baseline"))).key.suites)
-        else:
-            names = ["numerical", "repetition", "fluency", "adtech"]
-        return [(n, spec.name) for n in names for spec in create_suite(n).metric_specs()]
+    for spec in (*EVAL_OPTIONS, *POLICY_OPTIONS):
+        _add(group, spec)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "dpo: a dpo-harness gate item (one suite metric)")
     if config.getoption("dpo_checkpoint", default=None):
-        config.stash[_KEY] = DpoSession(config)
+        gate = DpoGate(config)
+        config.stash[_KEY] = gate
+        config.pluginmanager.register(gate, "dpo-harness-gate")
+
+
+def _usage_error(exc: Exception) -> pytest.UsageError:
+    from dpo_harness.errors import HarnessError
+
+    text = exc.render() if isinstance(exc, HarnessError) else str(exc)
+    # The fixes name CLI flags; under pytest the same settings are --dpo-<flag>.
+    for flag in ("--baselines-dir", "--baseline ", "--base ", "--suite-data", "--suites"):
+        text = text.replace(flag, "--dpo-" + flag.lstrip("-"))
+    return pytest.UsageError(text)
+
+
+class DpoGate:
+    """The gate of one pytest session: prepares, evaluates once, and reports."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.checkpoint: str = config.getoption("dpo_checkpoint")
+        self.plan: GatePlan | None = None
+        self._run: GateRun | None = None
+        self._loaded: LoadedModel | None = None
+        self.worker_input: dict[str, Any] | None = getattr(config, "workerinput", None)
+
+    # ------------------------------------------------------------------ settings
+
+    def _values(self, specs: tuple[OptionSpec, ...]) -> dict[str, Any]:
+        values = {}
+        for spec in specs:
+            value = self.config.getoption(_pytest_dest(spec))
+            values[spec.dest] = tuple(value) if isinstance(value, list) else value
+        return values
+
+    def _opt_path(self, name: str) -> Path | None:
+        value = self.config.getoption(name)
+        return Path(value) if value else None
+
+    @property
+    def out_dir(self) -> Path:
+        given = self._opt_path("dpo_out")
+        return given or Path(str(self.config.rootpath)) / "runs" / "pytest-dpo"
+
+    @property
+    def is_worker(self) -> bool:
+        return self.worker_input is not None and _WORKER_KEY in self.worker_input
+
+    # ------------------------------------------------------------------ the pipeline
+
+    def prepare(self) -> GatePlan:
+        """Everything checked before a model is loaded; a problem is a usage error."""
+        if self.plan is None:
+            from dpo_harness.errors import HarnessError
+            from dpo_harness.files import validate_config
+            from dpo_harness.gate.decision import GatePolicy
+            from dpo_harness.gate.pipeline import prepare
+            from dpo_harness.schema import EvalConfig
+            from dpo_harness.settings import eval_overrides, policy_overrides
+
+            try:
+                overrides = eval_overrides(self._values(EVAL_OPTIONS))
+                config = validate_config(
+                    {**overrides, "checkpoint": self.checkpoint}, EvalConfig, source="--dpo options"
+                )
+                policy = validate_config(
+                    policy_overrides(self._values(POLICY_OPTIONS)),
+                    GatePolicy,
+                    source="--dpo options",
+                )
+                self.plan = prepare(
+                    config,
+                    baseline_file=self._opt_path("dpo_baseline"),
+                    baselines_directory=self._opt_path("dpo_baselines_dir"),
+                    policy=policy,
+                    report_file=self._opt_path("dpo_report"),
+                    out_dir=self.out_dir,
+                )
+            except HarnessError as exc:
+                raise _usage_error(exc) from None
+        return self.plan
+
+    @property
+    def run(self) -> GateRun:
+        """The evaluated gate: read from the controller on an xdist worker, else evaluated once."""
+        if self._run is None:
+            self._run = self._read_published() if self.is_worker else self._evaluate()
+        return self._run
+
+    def _evaluate(self, progress: bool = False) -> GateRun:
+        from dpo_harness.gate.pipeline import execute, publish
+
+        plan = self.prepare()
+        loaded = None if plan.report_file is not None else self.loaded
+        run = execute(plan, loaded=loaded, progress=progress, command="pytest --dpo-checkpoint")
+        publish(run, log=lambda _msg: None)
+        return run
+
+    def _read_published(self) -> GateRun:
+        from dpo_harness.files import load_model_file
+        from dpo_harness.gate.baseline import load_baseline
+        from dpo_harness.gate.decision import GateDecision
+        from dpo_harness.gate.pipeline import GateRun
+        from dpo_harness.schema import EvalReport
+
+        assert self.worker_input is not None
+        out = Path(self.worker_input[_WORKER_KEY])
+        decision = load_model_file(out / "decision.json", GateDecision, what="gate decision")
+        assert decision.baseline_path is not None
+        baseline_path = Path(decision.baseline_path)
+        return GateRun(
+            report=load_model_file(out / "report.json", EvalReport, what="evaluation report"),
+            baseline=load_baseline(baseline_path),
+            baseline_path=baseline_path,
+            decision=decision,
+            out_dir=out,
+        )
+
+    @property
+    def loaded(self) -> LoadedModel:
+        if self._loaded is None:
+            from dpo_harness.evaluation.evaluate import load_from_config
+            from dpo_harness.evaluation.loading import resolve_model
+
+            if self.plan is not None and self.plan.candidate is not None:
+                self._loaded = load_from_config(self.plan.config, self.plan.candidate)
+            else:  # an xdist worker: the controller prepared; load the same model here
+                self._loaded = load_from_config(
+                    self._config_for_loading(), resolve_model(self.checkpoint)
+                )
+        return self._loaded
+
+    def _config_for_loading(self) -> Any:
+        from dpo_harness.schema import EvalConfig
+        from dpo_harness.settings import eval_overrides
+
+        return EvalConfig(**eval_overrides(self._values(EVAL_OPTIONS)), checkpoint=self.checkpoint)
+
+    def metric_names(self) -> list[tuple[str, str]]:
+        """(suite, metric) for every declared metric of the gated suites — no model needed."""
+        from dpo_harness.evaluation.suite import create_suite
+
+        if self.is_worker:
+            assert self.worker_input is not None
+            names = list(self.worker_input["dpo_harness_suites"])
+            data = {k: Path(v) for k, v in self.worker_input["dpo_harness_suite_data"].items()}
+        else:
+            plan = self.prepare()
+            names = [s.name for s in plan.suites]
+            data = dict(plan.config.suite_data)
+        return [
+            (n, spec.name) for n in names for spec in create_suite(n, data.get(n)).metric_specs()
+        ]
+
+    # ------------------------------------------------------------------ hooks
+
+    @pytest.hookimpl(tryfirst=True)  # before xdist starts its workers
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.is_worker:
+            self.prepare()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist controller: evaluate once, before the first worker starts, and tell each where."""
+        run = self._run if self._run is not None else self._evaluate_visibly()
+        self._run = run
+        plan = self.prepare()
+        node.workerinput[_WORKER_KEY] = str(run.out_dir)
+        node.workerinput["dpo_harness_suites"] = [s.name for s in plan.suites]
+        node.workerinput["dpo_harness_suite_data"] = {
+            k: str(v) for k, v in plan.config.suite_data.items()
+        }
+
+    @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so they apply to our items too
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        parent = DpoCollector.from_parent(
+            session,
+            name=_COLLECTOR,
+            nodeid=_COLLECTOR,
+            path=Path(str(config.rootpath)) / _COLLECTOR,
+        )
+        new: list[pytest.Item | pytest.Collector] = [
+            MetricItem.from_parent(
+                parent, name=f"dpo[{suite}::{metric}]", suite=suite, metric=metric
+            )
+            for suite, metric in self.metric_names()
+        ]
+        # Report them as collected, so "collected N items" and -k/--deselect counts add up.
+        config.hook.pytest_collectreport(
+            report=pytest.CollectReport(parent.nodeid, "passed", None, new)
+        )
+        items.extend(item for item in new if isinstance(item, pytest.Item))
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Evaluate before the first item, in the open (progress shown), when an item needs it."""
+        if self.is_worker or self._run is not None:
+            return
+        if any(isinstance(item, MetricItem) for item in session.items):
+            self._run = self._evaluate_visibly()
+
+    def _evaluate_visibly(self) -> GateRun:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"dpo-harness: evaluating {self.checkpoint} for the gate …")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                return self._evaluate(progress=reporter is not None)
+        return self._evaluate()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker or self._run is None:
+            return
+        from dpo_harness.gate.render import GATE_HEADERS, gate_rows, render_gate_markdown
+        from tabulate import tabulate
+
+        decision = self._run.decision
+        terminalreporter.write_sep(
+            "=", f"dpo-harness gate: {decision.decision.upper()} {decision.candidate.ref}"
+        )
+        terminalreporter.write_line(tabulate(gate_rows(decision), headers=GATE_HEADERS))
+        terminalreporter.write_line(f"decision: {self._run.out_dir / 'decision.json'}")
+        summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary_file:
+            with open(summary_file, "a", encoding="utf-8") as fh:
+                fh.write(render_gate_markdown(decision) + "\n")
 
 
 class DpoCollector(pytest.Collector):
     """The parent of the metric items (node id prefix ``dpo-harness::``)."""
 
-    def collect(self) -> list[pytest.Item]:  # items are created up front in the hook below
+    def collect(self) -> list[pytest.Item | pytest.Collector]:  # items are made in the hook above
         return []
 
 
@@ -170,29 +344,22 @@ class MetricItem(pytest.Item):
         self.add_marker("dpo")
 
     def runtest(self) -> None:
-        from .gate import Verdict
+        from dpo_harness.gate.decision import Verdict, blocks
 
-        session = self.config.stash[_KEY]
-        decision = session.run.decision
+        decision = self.config.stash[_KEY].run.decision
         name = f"{self.suite}::{self.metric}"
         try:
             v = decision.verdict(name)
         except KeyError:
             pytest.skip(f"{name} was not computed for this checkpoint")
+        if blocks(v, decision.policy):
+            raise GateFailure(v)
         if v.verdict is Verdict.SKIPPED:
             pytest.skip(v.reason)
-        refuse_inconclusive = decision.policy.inconclusive == "refuse"
-        if v.verdict in (Verdict.REGRESSED, Verdict.HARD_FAIL) or (
-            v.verdict is Verdict.INCONCLUSIVE and refuse_inconclusive
-        ):
-            raise GateFailure(v)
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> str:
         if isinstance(excinfo.value, GateFailure):
             return excinfo.value.render()
-        session = self.config.stash.get(_KEY, None)
-        if session is not None and session.error:
-            return session.error
         return str(super().repr_failure(excinfo, style))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
@@ -200,18 +367,18 @@ class MetricItem(pytest.Item):
 
 
 class GateFailure(AssertionError):
-    def __init__(self, verdict: Any) -> None:
+    def __init__(self, verdict: MetricVerdict) -> None:
         super().__init__(verdict.reason)
         self.verdict = verdict
 
     def render(self) -> str:
-        from .report import format_value
+        from dpo_harness.evaluation.report import format_value
 
         v = self.verdict
         lines = [f"{v.suite}::{v.metric} {v.verdict.value}: {v.reason}"]
         lines.append(f"  candidate: {format_value(v.candidate, v.unit)}")
         lines.append(f"  baseline:  {format_value(v.baseline, v.unit)}")
-        if v.ci_low is not None and v.ci_high is not None:
+        if v.ci_low is not None and v.ci_high is not None and v.diff is not None:
             lines.append(
                 f"  paired Δ:  {v.diff:+.4g}, CI [{v.ci_low:+.4g}, {v.ci_high:+.4g}] over {v.n_items} items"
             )
@@ -225,93 +392,35 @@ class GateFailure(AssertionError):
         return "\n".join(lines)
 
 
-@pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so they apply to our items too
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    dpo = config.stash.get(_KEY, None)
-    if dpo is None:
-        return
-    from .errors import HarnessError
-
-    try:
-        metrics = dpo.metric_names()
-    except HarnessError as exc:
-        raise pytest.UsageError(exc.render()) from None
-    parent = DpoCollector.from_parent(
-        session, name=_COLLECTOR, nodeid=_COLLECTOR, path=Path(str(config.rootpath)) / _COLLECTOR
-    )
-    new: list[pytest.Item | pytest.Collector] = [
-        MetricItem.from_parent(parent, name=f"dpo[{suite}::{metric}]", suite=suite, metric=metric)
-        for suite, metric in metrics
-    ]
-    # Report them as collected, so "collected N items" and -k/--deselect counts add up.
-    config.hook.pytest_collectreport(
-        report=pytest.CollectReport(parent.nodeid, "passed", None, new)
-    )
-    items.extend(item for item in new if isinstance(item, pytest.Item))
+# ---------------------------------------------------------------------- fixtures
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    dpo = session.config.stash.get(_KEY, None)
-    if dpo is None:
-        return
-    from .errors import HarnessError
-    from .loading import resolve_checkpoint
-
-    if session.config.getoption("dpo_report"):
-        return
-    try:
-        resolve_checkpoint(dpo.checkpoint)  # a missing checkpoint is a usage error, not 40 failures
-    except HarnessError as exc:
-        raise pytest.UsageError(exc.render()) from None
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    dpo = config.stash.get(_KEY, None)
-    if dpo is None or dpo._run is None:
-        return
-    from tabulate import tabulate
-
-    from .gate import GATE_HEADERS, gate_rows, render_gate_markdown
-
-    decision = dpo._run.decision
-    terminalreporter.write_sep(
-        "=", f"dpo-harness gate: {decision.decision.upper()} {decision.candidate.ref}"
-    )
-    terminalreporter.write_line(tabulate(gate_rows(decision), headers=GATE_HEADERS))
-    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary_file:
-        with open(summary_file, "a", encoding="utf-8") as fh:
-            fh.write(render_gate_markdown(decision) + "\n")
-
-
-def _session(request: pytest.FixtureRequest) -> DpoSession:
-    dpo = request.config.stash.get(_KEY, None)
-    if dpo is None:
+def _gate(request: pytest.FixtureRequest) -> DpoGate:
+    gate = request.config.stash.get(_KEY, None)
+    if gate is None:
         pytest.skip("run pytest with --dpo-checkpoint PATH to use the dpo_* fixtures")
-    return dpo
+    return gate
 
 
 @pytest.fixture(scope="session")
 def dpo_report(request: pytest.FixtureRequest) -> Any:
     """The candidate's EvalReport (evaluated once per session)."""
-    return _session(request).run.report
+    return _gate(request).run.report
 
 
 @pytest.fixture(scope="session")
 def dpo_baseline(request: pytest.FixtureRequest) -> Any:
     """The stored Baseline the candidate is gated against."""
-    return _session(request).run.baseline
+    return _gate(request).run.baseline
 
 
 @pytest.fixture(scope="session")
 def dpo_decision(request: pytest.FixtureRequest) -> Any:
     """The GateDecision (promote or refuse, with one verdict per metric)."""
-    return _session(request).run.decision
+    return _gate(request).run.decision
 
 
 @pytest.fixture(scope="session")
-def dpo_model(request: pytest.FixtureRequest) -> Iterator[Any]:
+def dpo_model(request: pytest.FixtureRequest) -> Any:
     """The loaded candidate (``.model``, ``.tokenizer``), shared with the evaluation."""
-    yield _session(request).loaded
+    return _gate(request).loaded

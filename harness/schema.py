@@ -8,6 +8,7 @@ file or option fails with the name of the field.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,12 +16,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "DEFAULT_SUITES",
     "SCHEMA_VERSION",
     "ChatMessage",
     "CheckpointKind",
     "Direction",
     "EvalConfig",
     "EvalReport",
+    "EvalSettings",
     "Finding",
     "GenerateRequest",
     "GenerateResponse",
@@ -100,14 +103,20 @@ class CheckpointKind(str, Enum):
     TRAINER_CHECKPOINT = "trainer-checkpoint"
 
 
-class EvalConfig(_Strict):
-    """What `dpo-harness evaluate` runs (also loadable from YAML/JSON)."""
+# The built-in suites, in the order they are reported: the one default, wherever a suite list
+# is not given (the CLI, a run config's evaluation section, the pytest plugin).
+DEFAULT_SUITES = ("numerical", "repetition", "fluency", "adtech")
 
-    checkpoint: str | None = None  # None: the embedded demo model
-    base: str | None = None  # reference model; default: the adapter's base, if any
-    suites: list[str] = Field(
-        default_factory=lambda: ["numerical", "repetition", "fluency", "adtech"]
-    )
+
+class EvalSettings(_Strict):
+    """How an evaluation runs: the one set of settings behind every front end.
+
+    ``EvalConfig`` (evaluate, gate, baseline) adds the model; a training run config's
+    ``evaluation:`` section is exactly this; the CLI flags and pytest options are generated
+    from :data:`dpo_harness.settings.EVAL_OPTIONS`, which names each of these fields.
+    """
+
+    suites: list[str] = Field(default_factory=lambda: list(DEFAULT_SUITES))
     suite_data: dict[str, Path] = Field(default_factory=dict)
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -123,6 +132,19 @@ class EvalConfig(_Strict):
         if not v:
             raise ValueError("at least one suite is required")
         return v
+
+
+class EvalConfig(EvalSettings):
+    """What `dpo-harness evaluate` runs (also loadable from YAML/JSON): settings plus the model."""
+
+    checkpoint: str | None = None  # None: the embedded demo model
+    base: str | None = None  # reference model; default: the adapter's base, if any
+
+    @classmethod
+    def from_settings(
+        cls, settings: EvalSettings, checkpoint: str | None, base: str | None = None
+    ) -> EvalConfig:
+        return cls(**dict(settings), checkpoint=checkpoint, base=base)
 
 
 # --------------------------------------------------------------------------- requests
@@ -333,7 +355,7 @@ class MetricResult(MetricSpec):
         cls,
         spec: MetricSpec,
         value: float | None,
-        per_sample: dict[str, float | None] | None = None,
+        per_sample: Mapping[str, float | None] | None = None,
         note: str | None = None,
     ) -> MetricResult:
         nonfinite = value is not None and not math.isfinite(value)
@@ -436,6 +458,9 @@ class Provenance(_Strict):
     reference_source: ReferenceSource = "none"
     suites: dict[str, SuiteIdentity]
     generation: GenerationSettings
+    # dpo_harness.evaluation.measure.MEASUREMENT_VERSION; None: made before measurements were
+    # versioned (such a baseline is refused: it may have been measured differently).
+    measurement_version: str | None = None
     libraries: dict[str, str]
     device: str
     dtype: str

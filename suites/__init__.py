@@ -6,9 +6,9 @@
 - ``adtech``     — AdTech domain accuracy
 """
 
-from .adtech import AdtechSuite
-from .fluency import FluencySuite
-from .numerical import NumericalSuite
-from .repetition import RepetitionSuite
+from dpo_harness.suites.adtech import AdtechSuite
+from dpo_harness.suites.fluency import FluencySuite
+from dpo_harness.suites.numerical import NumericalSuite
+from dpo_harness.suites.repetition import RepetitionSuite
 
 __all__ = ["AdtechSuite", "FluencySuite", "NumericalSuite", "RepetitionSuite"]

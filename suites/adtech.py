@@ -21,6 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from dpo_harness.evaluation.responses import Responses
+from dpo_harness.evaluation.suite import Suite, SuiteContext, hash_files, register_suite
 from dpo_harness.schema import (
     Direction,
     GenerateRequest,
@@ -30,10 +32,8 @@ from dpo_harness.schema import (
     SampleRecord,
     SuiteResult,
 )
-from dpo_harness.suite import Suite, SuiteContext, hash_files, register_suite
+from dpo_harness.suites.common import DATA_DIR, load_items, mean, user_prompt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from .common import DATA_DIR, load_items, mean, user_prompt
 
 __all__ = [
     "AdtechItem",
@@ -137,7 +137,7 @@ class AdtechSuite(Suite):
         return hash_files([self.path])
 
     def metric_specs(self) -> list[MetricSpec]:
-        acc = dict(direction=Direction.HIGHER, unit="share", binary=True)
+        acc: dict[str, Any] = dict(direction=Direction.HIGHER, unit="share", binary=True)
         return [
             MetricSpec(
                 name="mc_accuracy",
@@ -195,7 +195,7 @@ class AdtechSuite(Suite):
 
     # ------------------------------------------------------------------ scoring
 
-    def score(self, ctx: SuiteContext, responses: Any) -> SuiteResult:
+    def score(self, ctx: SuiteContext, responses: Responses) -> SuiteResult:
         samples: list[SampleRecord] = []
         acc: dict[str, float | None] = {}
         acc_bytes: dict[str, float | None] = {}

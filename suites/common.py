@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dpo_harness.errors import BadInputError
-from dpo_harness.io import describe_validation_error, read_jsonl
+from dpo_harness.files import describe_validation_error, read_jsonl
 from dpo_harness.schema import ChatMessage, Prompt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 

@@ -14,20 +14,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dpo_harness.evaluation.responses import Responses
+from dpo_harness.evaluation.suite import Suite, SuiteContext, hash_files, register_suite
 from dpo_harness.schema import (
     Direction,
     Finding,
     GenerateRequest,
     LoglikelihoodRequest,
     MetricSpec,
+    ModelRole,
     Request,
     SampleRecord,
     SuiteResult,
 )
-from dpo_harness.suite import Suite, SuiteContext, hash_files, register_suite
-
-from .common import OpenPrompt, load_items, mean, open_prompts_path, user_prompt
-from .metrics.japanese import (
+from dpo_harness.suites.common import OpenPrompt, load_items, mean, open_prompts_path, user_prompt
+from dpo_harness.suites.metrics.japanese import (
     chinese_drift,
     control_char_count,
     get_tagger,
@@ -138,8 +139,10 @@ class FluencySuite(Suite):
     def plan(self, ctx: SuiteContext) -> list[Request]:
         return list(self._gen_requests())
 
-    def _nll_requests(self, ctx: SuiteContext, responses: Any) -> list[LoglikelihoodRequest | None]:
-        role = "reference" if ctx.has_reference else "candidate"
+    def _nll_requests(
+        self, ctx: SuiteContext, responses: Responses
+    ) -> list[LoglikelihoodRequest | None]:
+        role: ModelRole = "reference" if ctx.has_reference else "candidate"
         out: list[LoglikelihoodRequest | None] = []
         for req in self._gen_requests():
             text = responses[req].text
@@ -150,10 +153,10 @@ class FluencySuite(Suite):
             )
         return out
 
-    def plan_followup(self, ctx: SuiteContext, responses: Any) -> list[Request]:
+    def plan_followup(self, ctx: SuiteContext, responses: Responses) -> list[Request]:
         return [r for r in self._nll_requests(ctx, responses) if r is not None]
 
-    def score(self, ctx: SuiteContext, responses: Any) -> SuiteResult:
+    def score(self, ctx: SuiteContext, responses: Responses) -> SuiteResult:
         ids = [p.id for p in self.prompts]
         texts = [responses[r].text for r in self._gen_requests()]
         tagger = get_tagger()

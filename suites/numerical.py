@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from dpo_harness.evaluation.responses import Responses
+from dpo_harness.evaluation.suite import Suite, SuiteContext, hash_files, register_suite
 from dpo_harness.schema import (
     Direction,
     Finding,
@@ -29,9 +31,7 @@ from dpo_harness.schema import (
     TrainingLogRequest,
     WeightsRequest,
 )
-from dpo_harness.suite import Suite, SuiteContext, hash_files, register_suite
-
-from .common import (
+from dpo_harness.suites.common import (
     DATA_DIR,
     HeldoutText,
     OpenPrompt,
@@ -41,7 +41,7 @@ from .common import (
     open_prompts_path,
     user_prompt,
 )
-from .forensics import diagnose_log_history
+from dpo_harness.suites.forensics import diagnose_log_history
 
 __all__ = ["NumericalSuite"]
 
@@ -196,7 +196,7 @@ class NumericalSuite(Suite):
 
     # ------------------------------------------------------------------ scoring
 
-    def score(self, ctx: SuiteContext, responses: Any) -> SuiteResult:
+    def score(self, ctx: SuiteContext, responses: Responses) -> SuiteResult:
         metrics: list[MetricResult] = []
         findings: list[Finding] = []
         skipped: dict[str, str] = {}

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dpo_harness.evaluation.responses import Responses
+from dpo_harness.evaluation.suite import Suite, SuiteContext, hash_files, register_suite
 from dpo_harness.schema import (
     Direction,
     Finding,
@@ -22,10 +24,8 @@ from dpo_harness.schema import (
     SampleRecord,
     SuiteResult,
 )
-from dpo_harness.suite import Suite, SuiteContext, hash_files, register_suite
-
-from .common import OpenPrompt, load_items, mean, open_prompts_path, user_prompt
-from .metrics.repetition import distinct_n, ngram_uniqueness, profile, self_bleu
+from dpo_harness.suites.common import OpenPrompt, load_items, mean, open_prompts_path, user_prompt
+from dpo_harness.suites.metrics.repetition import distinct_n, ngram_uniqueness, profile, self_bleu
 
 __all__ = ["DEGENERATE_RULES", "RepetitionSuite", "is_degenerate"]
 
@@ -34,7 +34,7 @@ __all__ = ["DEGENERATE_RULES", "RepetitionSuite", "is_degenerate"]
 # (degenerate or not), where one looping answer is one discordant pair, not an outlier that
 # swamps a bootstrap interval.
 # A response is degenerate when any of these holds (human Japanese: run ≤ 5, tail 0, rep-4 ≤ 0.25;
-# metrics.md §1.3). The cut-offs sit well inside the gap between the two populations.
+# docs/metrics.md §1.3). The cut-offs sit well inside the gap between the two populations.
 DEGENERATE_RULES = {"longest_char_run": 20, "tail_loop_fraction": 0.5, "char_seq_rep4": 0.6}
 
 
@@ -62,7 +62,7 @@ class RepetitionSuite(Suite):
         return hash_files([self.path])
 
     def metric_specs(self) -> list[MetricSpec]:
-        share = dict(unit="share")
+        share: dict[str, Any] = dict(unit="share")
         return [
             MetricSpec(
                 name="degenerate_share",
@@ -147,7 +147,7 @@ class RepetitionSuite(Suite):
     def plan(self, ctx: SuiteContext) -> list[Request]:
         return list(self._requests())
 
-    def score(self, ctx: SuiteContext, responses: Any) -> SuiteResult:
+    def score(self, ctx: SuiteContext, responses: Responses) -> SuiteResult:
         gens = [responses[r] for r in self._requests()]
         ids = [p.id for p in self.prompts]
         texts = [g.text for g in gens]

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from dpo_harness.baseline import Baseline, new_baseline
 from dpo_harness.gate import GateDecision
+from dpo_harness.gate.baseline import Baseline, new_baseline
 from dpo_harness.schema import (
     CheckpointKind,
     Direction,
@@ -20,6 +20,7 @@ from dpo_harness.schema import (
     MetricSpec,
     ModelInfo,
     Provenance,
+    ReferenceSource,
     SuiteIdentity,
     SuiteResult,
 )
@@ -58,7 +59,7 @@ def make_report(
     specs: Mapping[str, MetricSpec] | None = None,
     *,
     fingerprint: str = "sha256:base",
-    reference_source: str = "self",
+    reference_source: ReferenceSource = "self",
 ) -> EvalReport:
     """values: {metric name: {item id: value}} in one suite called 'toy'."""
     specs = specs or {"acc": ACC, "loss": LOSS, "run": RUN, "nll": NLL}
@@ -79,7 +80,7 @@ def make_report(
         harness_version="test",
         created_at="2026-01-01T00:00:00+00:00",
         model=model_info(fingerprint),
-        reference_source=reference_source,  # type: ignore[arg-type]
+        reference_source=reference_source,
         suites={"toy": SuiteIdentity(version="1", data_hash="sha256:d")},
         generation=GenerationSettings(),
         libraries={},
@@ -120,8 +121,8 @@ def torchrun(nproc: int, *args: str, timeout: int = 600) -> subprocess.Completed
 
 def promotion_decision(candidate: Path) -> GateDecision:
     """A promote decision about exactly the files in ``candidate`` (for promotion tests)."""
+    from dpo_harness.evaluation.loading import checkpoint_fingerprint, resolve_checkpoint
     from dpo_harness.gate import GatePolicy, gate
-    from dpo_harness.loading import checkpoint_fingerprint, resolve_checkpoint
 
     report = make_report({"acc": {f"i{k}": 1.0 for k in range(12)}})
     decision = gate(report, make_baseline(report), GatePolicy(n_resamples=200))

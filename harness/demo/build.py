@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_text, read_jsonl
+from dpo_harness.files import atomic_write_text, read_jsonl
 
 __all__ = ["CHATML_TEMPLATE", "DemoBuildConfig", "build_demo", "corpus_path", "load_corpus"]
 

@@ -17,7 +17,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .build import load_corpus
+from dpo_harness.demo.build import load_corpus
 
 __all__ = ["VARIANTS", "make_variant"]
 
@@ -87,9 +87,8 @@ def make_variant(
 ) -> Path:
     """Write the ``kind`` variant of the demo model (or of ``base``) to ``out_dir``."""
     import torch
+    from dpo_harness.evaluation.loading import demo_model_dir
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..loading import demo_model_dir
 
     if kind not in VARIANTS:
         raise ValueError(f"unknown variant {kind!r}; choose from {', '.join(VARIANTS)}")

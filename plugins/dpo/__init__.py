@@ -1,18 +1,22 @@
 """The DPO training plugin: TRL ``DPOTrainer`` + PEFT LoRA behind numerical guards.
 
 Registered as the ``dpo`` entry point of the ``dpo_harness.plugins`` group; the harness core
-reaches it only through :class:`dpo_harness.plugin.TrainingPlugin`.
+reaches it only through :class:`dpo_harness.training.plugin.TrainingPlugin`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dpo_harness.plugin import PreflightSummary, RunConfigBase, TrainingPlugin, TrainingResult
-
-from .config import DatasetSettings, DPORunConfig, TrainingSettings
+from dpo_harness.plugins.dpo.run_config import DatasetSettings, DPORunConfig, TrainingSettings
+from dpo_harness.training.plugin import (
+    PreflightSummary,
+    RunConfigBase,
+    TrainingPlugin,
+    TrainingResult,
+)
 
 __all__ = ["DPOPlugin", "DPORunConfig"]
 
@@ -47,9 +51,8 @@ class DPOPlugin(TrainingPlugin):
         return config
 
     def preflight(self, config: RunConfigBase, *, skip_bad_rows: bool = False) -> PreflightSummary:
-        from dpo_harness.loading import resolve_checkpoint
-
-        from .trainer import load_data, summarise_preflight
+        from dpo_harness.evaluation.loading import resolve_checkpoint
+        from dpo_harness.plugins.dpo.trainer import load_data, summarise_preflight
 
         cfg = self._config(config)
         spec = resolve_checkpoint(cfg.model, base_override=cfg.base)
@@ -72,9 +75,9 @@ class DPOPlugin(TrainingPlugin):
         skip_bad_rows: bool = False,
         progress: bool = True,
         log: Callable[[str], None] = print,
-        extra_callbacks: tuple[Any, ...] = (),
+        callbacks: Sequence[Any] = (),
     ) -> TrainingResult:
-        from .trainer import run_dpo
+        from dpo_harness.plugins.dpo.trainer import run_dpo
 
         return run_dpo(
             self._config(config),
@@ -82,5 +85,5 @@ class DPOPlugin(TrainingPlugin):
             skip_bad_rows=skip_bad_rows,
             progress=progress,
             log=log,
-            extra_callbacks=extra_callbacks,
+            callbacks=callbacks,
         )

@@ -16,11 +16,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dpo_harness.plugin import GuardEvent
+from dpo_harness.plugins.dpo.run_config import GuardSettings
 from dpo_harness.suites.forensics import LN2, is_nonfinite
+from dpo_harness.training.plugin import GuardEvent
 from transformers import TrainerCallback
-
-from .config import GuardSettings
 
 __all__ = ["DPOGuard"]
 

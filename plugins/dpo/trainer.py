@@ -18,16 +18,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dpo_harness.distributed import is_main_process, world_size
 from dpo_harness.errors import BadInputError
-from dpo_harness.io import atomic_write_text
-from dpo_harness.plugin import CheckpointRecord, PreflightSummary, TrainingResult
+from dpo_harness.files import atomic_write_text
+from dpo_harness.launcher import is_main_process, world_size
+from dpo_harness.plugins.dpo.curves import plot_curves
+from dpo_harness.plugins.dpo.guards import DPOGuard
+from dpo_harness.plugins.dpo.preflight import PreflightReport, load_preference_rows, preflight
+from dpo_harness.plugins.dpo.run_config import DEMO_PREFERENCES, DPORunConfig
 from dpo_harness.schema import Finding
-
-from .config import DEMO_PREFERENCES, DPORunConfig
-from .curves import plot_curves
-from .guards import DPOGuard
-from .preflight import PreflightReport, load_preference_rows, preflight
+from dpo_harness.training.plugin import CheckpointRecord, PreflightSummary, TrainingResult
 
 __all__ = ["build_dpo_config", "is_main_process", "load_data", "run_dpo"]
 
@@ -100,7 +99,7 @@ def summarise_preflight(train: PreflightReport, ev: PreflightReport | None) -> P
 def _load_model(config: DPORunConfig) -> tuple[Any, Any, Any]:
     """(model, tokenizer, dtype) for training; an existing adapter is loaded trainable."""
     import torch
-    from dpo_harness.loading import load_checkpoint, resolve_checkpoint
+    from dpo_harness.evaluation.loading import load_checkpoint, resolve_checkpoint
 
     dtype = "bfloat16" if config.training.precision == "bf16" else "float32"
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -294,7 +293,7 @@ def run_dpo(
     skip_bad_rows: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
-    extra_callbacks: Sequence[Any] = (),
+    callbacks: Sequence[Any] = (),
 ) -> TrainingResult:
     """Train; a numerical failure is reported as ``stopped`` with a reason, never hidden."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -331,7 +330,7 @@ def run_dpo(
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=_peft_config(config, model),
-        callbacks=[guard, *extra_callbacks],
+        callbacks=[guard, *callbacks],
     )
     if progress:
         _quiet_progress(trainer)

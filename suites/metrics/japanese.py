@@ -1,13 +1,13 @@
 """Japanese fluency and script signals for generated text, without an LLM judge.
 
-Two kinds of signal (``shared/facts/metrics.md`` §2):
+Two kinds of signal (``docs/metrics.md`` §2):
 
 * character-level, no dictionary: the script mix (a fine-tuned Qwen-based model drifting into
   Chinese or English shows here), Chinese-drift sentences, U+FFFD and control characters;
 * morpheme-level, with fugashi + unidic-lite (MeCab): the share of 補助記号 tokens and whether
   sentences end on a word that can end a Japanese sentence. UniDic tags every "！" as a known
-  補助記号 token, so the unknown-word rate is blind to the "！！！！" failure (metrics.md §2.1);
-  the symbol share and the sentence-end check are what catch it.
+  補助記号 token, so the unknown-word rate is blind to the "！！！！" failure
+  (docs/metrics.md §2.1); the symbol share and the sentence-end check are what catch it.
 
 MeCab is superlinear on long runs of one character class (10,000 "！" take ~0.2 s, 40,000 take
 2 s), so everything that reaches the tagger has its runs capped first (``cap_symbol_runs``) and is
@@ -73,7 +73,7 @@ def _in_ranges(cp: int, ranges: tuple[tuple[int, int], ...]) -> bool:
 def _script_of(ch: str) -> str:
     """Script class of one character, or ``"space"``, or ``"other_letter"`` (Hangul, Greek …).
 
-    Block ranges follow metrics.md §2.5, but only letters count as kana: "・" and "゠" sit in
+    Block ranges follow docs/metrics.md §2.5, but only letters count as kana: "・" and "゠" sit in
     the katakana block and "゛" in the hiragana block, yet they are punctuation or symbols.
     """
     if ch.isspace():
@@ -157,7 +157,7 @@ def chinese_drift(text: str, *, min_chars: int = 8, min_kanji: int = 4) -> tuple
 
     A sentence is considered when it has at least ``min_chars`` non-whitespace characters; it
     has drifted when it also has at least ``min_kanji`` kanji and no kana at all. That held for
-    0 of 1,217 human Japanese sentences and for a Chinese test sentence (metrics.md §2.5).
+    0 of 1,217 human Japanese sentences and for a Chinese test sentence (docs/metrics.md §2.5).
     """
     drifted = considered = 0
     for sentence in split_sentences(text):
@@ -216,7 +216,7 @@ def _cap_runs(text: str, max_run: int) -> tuple[str, int]:
 def cap_symbol_runs(text: str, max_run: int = 8) -> str:
     """Shorten every run of one identical non-letter character to ``max_run`` characters.
 
-    MeCab's time grows superlinearly with such runs (metrics.md §2.1). Letters are left alone:
+    MeCab's time grows superlinearly with such runs (docs/metrics.md §2.1). Letters are left alone:
     "ｗｗｗ" and "ーー" are words, and letter runs are handled by tagging in pieces.
     """
     return _cap_runs(text, max_run)[0]
@@ -229,8 +229,8 @@ def cap_symbol_runs(text: str, max_run: int = 8) -> str:
 # Longest string handed to MeCab in one call: keeps every call far below the superlinear
 # regime (a run of 256 one-class characters tags in well under 1 ms).
 _TAG_PIECE = 256
-_RUN_CAP = 8  # cap_symbol_runs default; human runs stay ≤ 5 (metrics.md §1.3)
-# Parts of speech that can end a Japanese sentence (metrics.md §2.8), plus three that human
+_RUN_CAP = 8  # cap_symbol_runs default; human runs stay ≤ 5 (docs/metrics.md §1.3)
+# Parts of speech that can end a Japanese sentence (docs/metrics.md §2.8), plus three that human
 # text ends on without being ill-formed: 形状詞 ("とても簡単。"), 接尾辞 ("田中さん。", "3つ。")
 # and 感動詞 ("はい。", "こんにちは。"). Polite endings are covered: です/ます are 助動詞,
 # ください/ございます are 動詞.
@@ -239,7 +239,7 @@ _SENTENCE_END_POS = frozenset(
 )
 # Up to this many terminators in a row are ordinary ("？！", "!!!"); every one beyond it is
 # counted as a sentence with no content, which cannot end well. That is what makes the share
-# fall on a "！" tail (fluent + "！"×120 → ≈0.025, as in metrics.md §1.3).
+# fall on a "！" tail (fluent + "！"×120 → ≈0.025, as in docs/metrics.md §1.3).
 _MAX_TERMINATOR_CLUSTER = 3
 _UNIT_RE = re.compile(r"([^。！？!?\r\n]*)([。！？!?]*)")
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")

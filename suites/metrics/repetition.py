@@ -1,10 +1,10 @@
 """Character-level repetition and degeneration metrics for generated (Japanese) text.
 
 These scores catch a checkpoint that loops or collapses, such as the seed run's model that
-answered every prompt with "！！！！…" (see ``shared/facts/seed-failure.md``). They are pure
+answered every prompt with "！！！！…" (see ``docs/seed-failure.md``). They are pure
 functions over strings: no model, no tokenizer and no dictionary. Every count is over
 characters, because Japanese has no spaces and character counts do not depend on how a
-morphological analyser segments garbage (``shared/facts/metrics.md`` §1.2).
+morphological analyser segments garbage (``docs/metrics.md`` §1.2).
 
 Per-response signals (one number per generation, so a gate can pair items):
 ``longest_char_run``, ``tail_loop_fraction``, ``char_ngram_seq_rep``, ``symbol_share``,
@@ -29,7 +29,7 @@ from functools import lru_cache
 from itertools import groupby
 
 import numpy as np
-from sacrebleu.metrics import BLEU
+from sacrebleu.metrics.bleu import BLEU
 from sacrebleu.metrics.helpers import extract_all_word_ngrams
 
 __all__ = [
@@ -56,7 +56,7 @@ __all__ = [
 DEFAULT_RUN_ALLOW: frozenset[str] = frozenset("ー…・─―-=. 0123456789")
 
 #: p99 of the zlib compression ratio of fluent human Japanese, by window length in characters.
-#: Source: shared/facts/metrics.md §1.3, "Length dependence on human text" (596 paragraphs of
+#: Source: docs/metrics.md §1.3, "Length dependence on human text" (596 paragraphs of
 #: the Japanese Rust by Example + gnupg help.ja.txt, measured with the same bytes/compressed
 #: formula on raw, un-normalised text). Technical translated prose: recalibrate on the base
 #: model's own outputs when they are available.
@@ -102,7 +102,7 @@ def _longest_run(norm: str, allow: frozenset[str]) -> int:
 def longest_char_run(text: str, allow: frozenset[str] = DEFAULT_RUN_ALLOW) -> int:
     """Length of the longest run of one identical character not in ``allow`` (after NFKC).
 
-    Human Japanese peaks at about 5 ("human max" in metrics.md §1.3); the seed failure gives
+    Human Japanese peaks at about 5 ("human max" in docs/metrics.md §1.3); the seed failure gives
     the whole response. Returns 0 for empty text or when every run is allowed.
     """
     return _longest_run(normalize(text), _effective_allow(frozenset(allow)))
@@ -145,7 +145,7 @@ def tail_loop_fraction(text: str, max_period: int = 64, min_repeats: int = 3) ->
     The loop is the longest suffix of the NFKC text (trailing whitespace ignored) that is
     periodic with some period p ≤ ``max_period`` and at least ``min_repeats * p`` long. A
     partial unit at the very end counts, since generation is often cut mid-unit.
-    Human text scored 0.0 on all 139 documents of metrics.md §1.3; "fluent + ！×120" scores
+    Human text scored 0.0 on all 139 documents of docs/metrics.md §1.3; "fluent + ！×120" scores
     about 0.5. Loops with a unit longer than ``max_period`` are not seen (seq-rep sees them).
     """
     if max_period < 1 or min_repeats < 2:
@@ -173,7 +173,7 @@ def char_ngram_seq_rep(text: str, n: int = 4) -> float:
     """Welleck et al.'s seq-rep-n over NFKC characters: ``1 − |unique n-grams| / |n-grams|``.
 
     Returns 0.0 when the text has fewer than 2 n-grams. Human Japanese p99 ≈ 0.24 for n=4
-    (metrics.md §1.3); n ≥ 4 because kana and particles make low orders high by nature.
+    (docs/metrics.md §1.3); n ≥ 4 because kana and particles make low orders high by nature.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -191,7 +191,7 @@ def _symbol_share(norm: str) -> float:
 def symbol_share(text: str) -> float:
     """Share of the non-whitespace NFKC characters whose Unicode category is P* or S*, in [0, 1].
 
-    0.0 for text without visible characters. Human max ≈ 0.12 (metrics.md §1.3).
+    0.0 for text without visible characters. Human max ≈ 0.12 (docs/metrics.md §1.3).
     """
     return _symbol_share(normalize(text))
 
@@ -385,8 +385,8 @@ def profile(text: str, *, short_threshold: int = 50) -> RepetitionProfile:
     characters, seq-rep-4 and the compression ratios are ``None``: a 30-character answer has
     at most 27 4-grams, so one repeated phrase swings seq-rep by several points, and zlib's
     fixed header and dictionary warm-up dominate the ratio (human p99 at 50 chars is only
-    1.35, metrics.md §1.3). Run length, tail loop and symbol share stay: they measure the
-    "！！！" failure directly and metrics.md §1.3 keeps exactly those for short outputs.
+    1.35, docs/metrics.md §1.3). Run length, tail loop and symbol share stay: they measure the
+    "！！！" failure directly and docs/metrics.md §1.3 keeps exactly those for short outputs.
     """
     norm = normalize(text)
     is_short = len(norm) < short_threshold

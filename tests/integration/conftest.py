@@ -12,14 +12,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def demo_dir() -> Path:
-    from dpo_harness.loading import demo_model_dir
+    from dpo_harness.evaluation.loading import demo_model_dir
 
     return demo_model_dir()
 
 
 @pytest.fixture(scope="session")
 def demo_loaded() -> Any:
-    from dpo_harness.loading import load_checkpoint
+    from dpo_harness.evaluation.loading import load_checkpoint
 
     return load_checkpoint(None, device="cpu")
 

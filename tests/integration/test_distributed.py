@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from dpo_harness.baseline import load_baseline
-from dpo_harness.io import load_model_file
+from dpo_harness.files import load_model_file
+from dpo_harness.gate.baseline import load_baseline
 from dpo_harness.schema import EvalReport
 
 from tests.helpers import torchrun

@@ -10,9 +10,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 from dpo_harness.cli import cli
-from dpo_harness.evaluate import evaluate_loaded
-from dpo_harness.io import load_model_file
-from dpo_harness.runner import ModelRunner, render_prompt
+from dpo_harness.evaluation.evaluate import evaluate_loaded
+from dpo_harness.evaluation.measure import render_prompt
+from dpo_harness.evaluation.runner import ModelRunner
+from dpo_harness.evaluation.suite import SuiteContext, create_suite
+from dpo_harness.files import load_model_file
 from dpo_harness.schema import (
     EvalConfig,
     EvalReport,
@@ -20,7 +22,6 @@ from dpo_harness.schema import (
     LoglikelihoodRequest,
     ParityRequest,
 )
-from dpo_harness.suite import SuiteContext, create_suite
 from dpo_harness.suites.common import OpenPrompt, load_items, open_prompts_path, user_prompt
 
 

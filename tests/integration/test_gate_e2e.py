@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from dpo_harness.baseline import load_baseline
 from dpo_harness.cli import cli
+from dpo_harness.files import load_model_file
 from dpo_harness.gate import GateDecision
-from dpo_harness.io import load_model_file
-from dpo_harness.promote import promote
+from dpo_harness.gate.baseline import load_baseline
+from dpo_harness.gate.promotion import promote
 from dpo_harness.suites.common import DATA_DIR
 
 from tests.helpers import promotion_decision
@@ -96,7 +96,7 @@ def quiet_adapter(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.fill_(1e-7)
-    model.save_pretrained(out)
+    model.save_pretrained(str(out))
     return out
 
 
@@ -194,7 +194,10 @@ def test_incompatible_baseline_is_refused_with_what_differs(tmp_path: Path) -> N
     )
     assert code == 2
     assert "suite 'adtech' data changed" in out
-    assert "dpo-harness baseline update demo" in out
+    # The fix for the user's own data never overwrites the stored (shipped) baseline.
+    assert "baseline update" not in out
+    assert f"dpo-harness baseline create demo --suite-data adtech={items}" in out
+    assert "--baselines-dir" in out
 
 
 def test_baseline_update_after_a_data_change_reports_exactly_what_moved(tmp_path: Path) -> None:
@@ -233,3 +236,35 @@ def test_baseline_update_after_a_data_change_reports_exactly_what_moved(tmp_path
     assert diff.exit_code == 0 and moved_line in diff.output
     show = runner.invoke(cli, ["baseline", "show", "--baselines-dir", str(bdir)])
     assert show.exit_code == 0 and "demo.json" in show.output
+
+
+def test_gate_resolves_and_fingerprints_each_model_once(
+    demo_variant: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dpo_harness.evaluation.loading as loading
+
+    resolved: list[str] = []
+    fingerprinted: list[str] = []
+    real_resolve = loading.resolve_checkpoint
+    real_fp = getattr(loading, "files_fingerprint")  # noqa: B009 (imported, not exported)
+
+    def counting_resolve(ref: str | None, **kw: object) -> loading.CheckpointSpec:
+        spec = real_resolve(ref, **kw)  # type: ignore[arg-type]
+        resolved.append(str(spec.path))
+        return spec
+
+    def counting_fp(files: object, **kw: object) -> str:
+        items = list(files)  # type: ignore[call-overload]
+        fingerprinted.append(str(Path(items[0][1]).parent))
+        return str(real_fp(items, **kw))
+
+    monkeypatch.setattr(loading, "resolve_checkpoint", counting_resolve)
+    monkeypatch.setattr(loading, "files_fingerprint", counting_fp)
+    bang = demo_variant("bang")
+    code, out = _gate(
+        str(bang), "--base", "demo", "--suites", "numerical", "--out", str(tmp_path / "o")
+    )
+    assert code == 1, out
+    demo = str(Path(loading.demo_model_dir()).resolve())
+    assert sorted(resolved) == sorted([str(bang.resolve()), demo]), resolved
+    assert sorted(fingerprinted) == sorted([str(bang.resolve()), demo]), fingerprinted

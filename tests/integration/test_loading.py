@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from dpo_harness.errors import BadInputError
-from dpo_harness.loading import load_checkpoint, resolve_checkpoint
+from dpo_harness.evaluation.loading import load_checkpoint, resolve_checkpoint
 from dpo_harness.schema import CheckpointKind
 
 
@@ -22,7 +22,8 @@ def _greedy(loaded: Any, text: str = "CTRとは何ですか。") -> list[int]:
     ids = tok(s, return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
         out = loaded.model.generate(**ids, max_new_tokens=12, do_sample=False)
-    return out[0, ids.input_ids.shape[1] :].tolist()
+    new_ids: list[int] = out[0, ids.input_ids.shape[1] :].tolist()
+    return new_ids
 
 
 def test_demo_model_directory(demo_loaded: Any) -> None:
@@ -54,7 +55,7 @@ def adapter_dir(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)  # a "trained" adapter: B is no longer zero
-    model.save_pretrained(out)
+    model.save_pretrained(str(out))
     return out
 
 
@@ -196,7 +197,7 @@ def test_fingerprint_changes_with_weights_and_is_stable(make_variant: Any, demo_
 
 @pytest.mark.parametrize("rslora", [False, True])
 def test_lora_delta_norm_matches_the_materialised_product(demo_dir: Path, rslora: bool) -> None:
-    from dpo_harness.runner import _lora_stats
+    from dpo_harness.evaluation.measure import lora_stats as _lora_stats
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -223,7 +224,7 @@ def test_lora_delta_norm_matches_the_materialised_product(demo_dir: Path, rslora
 
 
 def _weights(loaded: Any) -> Any:
-    from dpo_harness.runner import ModelRunner
+    from dpo_harness.evaluation.runner import ModelRunner
     from dpo_harness.schema import WeightsRequest
 
     return ModelRunner(loaded).run([WeightsRequest()])[WeightsRequest()]
@@ -241,7 +242,7 @@ def test_nan_in_a_saved_adapter_is_named_once_as_stored(
     target = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"
     with torch.no_grad():
         dict(model.named_parameters())[target][3, 1] = float("nan")
-    model.save_pretrained(out)
+    model.save_pretrained(str(out))
     weights = _weights(load_checkpoint(str(out), device="cpu"))
     # Found in the file and again in the loaded PeftModel: reported once, named as saved.
     assert [(t.name, t.file, t.n_nan) for t in weights.nonfinite] == [

@@ -147,3 +147,57 @@ def test_missing_checkpoint_is_a_usage_error(pytester: pytest.Pytester) -> None:
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "checkpoint not found: /no/such/ckpt" in result.stderr.str()
+
+
+def test_setup_errors_are_usage_errors_naming_the_pytest_options(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    no_dir = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--dpo-checkpoint=demo",
+        "--dpo-base=demo",
+        f"--dpo-baselines-dir={tmp_path / 'none'}",
+    )
+    assert no_dir.ret == pytest.ExitCode.USAGE_ERROR, no_dir.stdout.str()[-2000:]
+    err = no_dir.stderr.str()
+    assert "no stored baseline" in err and "--dpo-baseline" in err
+    assert "failed" not in no_dir.stdout.str()  # not 38 failing metric items
+    short = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--dpo-checkpoint=demo",
+        f"--dpo-baseline={BASELINE}",
+        "--dpo-max-new-tokens=8",
+    )
+    assert short.ret == pytest.ExitCode.USAGE_ERROR
+    assert "not comparable" in short.stderr.str()
+
+
+def test_under_xdist_the_model_is_evaluated_once_and_the_gate_is_reported_once(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    junit = tmp_path / "junit.xml"
+    out = tmp_path / "gate"
+    result = _run(
+        pytester,
+        "-n",
+        "2",
+        "--dpo-checkpoint=demo",
+        "--dpo-base=demo",
+        "--dpo-suites=numerical,adtech",
+        f"--dpo-out={out}",
+        f"--junitxml={junit}",
+    )
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    text = result.stdout.str()
+    assert text.count("dpo-harness: evaluating demo") == 1  # the controller, before the workers
+    assert text.count("dpo-harness gate: PROMOTE demo") == 1
+    assert summary.read_text(encoding="utf-8").count("# Gate: PROMOTE") == 1
+    report = (out / "report.json").read_text(encoding="utf-8")
+    assert '"generations"' in report
+    names = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase")]
+    dpo = [n for n in names if n and n.startswith("dpo[")]
+    assert len(dpo) == len(set(dpo)) > 10  # one case per metric, each once

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from dpo_harness.cli import cli
-from dpo_harness.io import load_model_file
+from dpo_harness.files import load_model_file
 from dpo_harness.schema import EvalReport
 
 from tests.unit.test_suite_scoring import _seed_history

@@ -9,9 +9,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from dpo_harness.cli import cli
-from dpo_harness.config import load_config_file
 from dpo_harness.errors import BadInputError
-from dpo_harness.io import atomic_write_text, load_model_file, read_jsonl, write_model_file
+from dpo_harness.files import (
+    atomic_write_text,
+    load_config_file,
+    load_model_file,
+    read_jsonl,
+    write_model_file,
+)
 from dpo_harness.schema import (
     ChatMessage,
     Direction,

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from dpo_harness.baseline import load_baseline, replace_baseline, save_baseline
 from dpo_harness.errors import BadInputError, HarnessError
-from dpo_harness.fingerprint import file_digest
+from dpo_harness.evaluation.fingerprint import file_digest
 from dpo_harness.gate import GateDecision
-from dpo_harness.promote import check_promotable, promote, recover, verify_promotion
+from dpo_harness.gate.baseline import load_baseline, replace_baseline, save_baseline
+from dpo_harness.gate.promotion import check_promotable, promote, recover, verify_promotion
 from safetensors.torch import save_file
 
 from tests.helpers import make_baseline, make_report, promotion_decision
@@ -87,7 +87,7 @@ def test_promote_replaces_only_an_earlier_promotion_and_leaves_no_leftovers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
     if not exchange:
-        monkeypatch.setattr("dpo_harness.promote._renameat2_exchange", lambda a, b: False)
+        monkeypatch.setattr("dpo_harness.gate.promotion._renameat2_exchange", lambda a, b: False)
     target = tmp_path / "promoted"
     first = _model_dir(tmp_path / "first", 1.0)
     promote(first, target, _decision(first))
@@ -192,9 +192,9 @@ def test_a_failed_baseline_write_leaves_the_current_baseline_in_place(
 ) -> None:
     path, _ = save_baseline(make_baseline(_toy_report(1.0)), tmp_path)
     before = path.read_bytes()
-    import dpo_harness.baseline as baseline_mod
+    import dpo_harness.gate.baseline as baseline_mod
 
-    real = baseline_mod.atomic_write_text
+    real = getattr(baseline_mod, "atomic_write_text")  # noqa: B009 (not a public name)
 
     def disk_full(target: Path, text: str) -> None:
         if Path(target) == path:

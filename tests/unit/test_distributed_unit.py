@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dpo_harness.distributed import Distributed, from_env
+from dpo_harness.launcher import Distributed, from_env
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dpo_harness.baseline import (
+from dpo_harness.errors import BadInputError, IncompatibleBaselineError
+from dpo_harness.gate import GatePolicy, Verdict, gate, render_gate_markdown
+from dpo_harness.gate.baseline import (
     CompatibilityKey,
     find_baseline,
     load_baseline,
     save_baseline,
     slug_for,
 )
-from dpo_harness.errors import BadInputError, IncompatibleBaselineError
-from dpo_harness.gate import GatePolicy, Verdict, gate, render_gate_markdown
 from dpo_harness.schema import GenerationSettings, SuiteIdentity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

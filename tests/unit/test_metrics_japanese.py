@@ -1,4 +1,7 @@
-"""Tests for dpo_harness.suites.metrics.japanese: examples from metrics.md §2 and properties."""
+"""Tests for dpo_harness.suites.metrics.japanese.
+
+Examples from docs/metrics.md §2, and properties.
+"""
 
 from __future__ import annotations
 
@@ -237,7 +240,7 @@ def test_tagger_is_cached_and_uses_unidic_lite() -> None:
     assert isinstance(tagger, fugashi.Tagger)
     assert "unidic_lite" in tagger.dictionary_info[0]["filename"]
     words = tagger("！")
-    assert words[0].feature.pos1 == "補助記号" and not words[0].is_unk  # metrics.md §2.1
+    assert words[0].feature.pos1 == "補助記号" and not words[0].is_unk  # docs/metrics.md §2.1
 
 
 def test_morph_stats_of_fluent_japanese() -> None:
@@ -257,12 +260,12 @@ def test_morph_stats_catch_the_bang_failure() -> None:
     assert stats.sentence_end_ok_share == 0.0
 
     tail = morph_stats(FLUENT_PLUS_BANGS)
-    assert tail.sentence_end_ok_share < 0.05  # metrics.md §1.3: 0.025
+    assert tail.sentence_end_ok_share < 0.05  # docs/metrics.md §1.3: 0.025
     assert tail.symbol_token_share > 0.5
 
 
 def test_morph_stats_loops_and_english_still_end_well() -> None:
-    # metrics.md §2.8: loops pass this check; it is a supplementary signal only.
+    # docs/metrics.md §2.8: loops pass this check; it is a supplementary signal only.
     assert morph_stats(SENTENCE_LOOP).sentence_end_ok_share == 1.0
     english = morph_stats(ENGLISH)
     assert english.sentence_end_ok_share == 1.0

@@ -1,4 +1,7 @@
-"""Tests for dpo_harness.suites.metrics.repetition: examples from metrics.md §1.3 and properties."""
+"""Tests for dpo_harness.suites.metrics.repetition.
+
+Examples from docs/metrics.md §1.3, and properties.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from dpo_harness.suites.metrics.repetition import (
 )
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from sacrebleu.metrics import BLEU
+from sacrebleu.metrics.bleu import BLEU
 
 # A fluent AdTech paragraph of ~1,000 characters, written for these tests.
 FLUENT = (
@@ -78,7 +81,7 @@ units = st.text(alphabet=st.sampled_from(list(SAFE_UNIT_CHARS)), min_size=1, max
 
 
 # --------------------------------------------------------------------------------------------
-# Examples from metrics.md §1.3
+# Examples from docs/metrics.md §1.3
 # --------------------------------------------------------------------------------------------
 
 
@@ -87,7 +90,7 @@ def test_bangs_200_matches_the_table() -> None:
     assert tail_loop_fraction(BANGS_200) == 1.0
     assert char_ngram_seq_rep(BANGS_200) == pytest.approx(0.995, abs=1e-3)
     assert symbol_share(BANGS_200) == 1.0
-    # metrics.md §1.3 measured zlib 35.29 on the same string.
+    # docs/metrics.md §1.3 measured zlib 35.29 on the same string.
     assert compression_ratio(BANGS_200) == pytest.approx(35.29, abs=0.01)
     assert compression_ratio_excess(BANGS_200) > 10
 

@@ -275,7 +275,7 @@ def test_malformed_jsonl_names_file_and_line(tmp_path: Path) -> None:
     path.write_text(f'{good}\n\n{good}\n{{"prompt": "質問", "chosen": \n{good}\n', "utf-8")
     with pytest.raises(BadInputError) as info:
         load_preference_rows(str(path))
-    assert info.value.cause.startswith(f"{path} line 4: not a valid JSON object")
+    assert info.value.cause.startswith(f"{path}:4: not valid JSON")
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:

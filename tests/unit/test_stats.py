@@ -1,12 +1,13 @@
-"""Unit tests for dpo_harness.stats: paired bootstrap, McNemar/Tango, Holm and gate verdicts."""
+"""Unit tests for dpo_harness.gate.stats: paired bootstrap, McNemar/Tango, Holm and gate verdicts."""
 
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
 
 import numpy as np
 import pytest
-from dpo_harness.stats import (
+from dpo_harness.gate.stats import (
     NonInferiorityResult,
     NonInferiorityVerdict,
     holm,
@@ -265,7 +266,7 @@ def test_sparse_ties_give_finite_bounds() -> None:
         ({"diff": [0.0], "margin": 0.1, "n_resamples": 0}, "n_resamples"),
     ],
 )
-def test_non_inferiority_rejects_bad_input(kwargs: dict[str, object], match: str) -> None:
+def test_non_inferiority_rejects_bad_input(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         non_inferiority(**kwargs)
 
@@ -285,7 +286,9 @@ def test_paired_bootstrap_degenerate_cases() -> None:
 
 
 @pytest.mark.parametrize("method", ["studentized", "percentile"])
-def test_paired_bootstrap_interval_contains_mean_and_narrows_with_confidence(method: str) -> None:
+def test_paired_bootstrap_interval_contains_mean_and_narrows_with_confidence(
+    method: Literal["studentized", "percentile"],
+) -> None:
     rng = np.random.default_rng(5)
     baseline = rng.normal(size=80)
     candidate = baseline + rng.normal(0.2, 0.5, size=80)
@@ -326,7 +329,7 @@ def test_one_sided_p_with_zero_variance_is_exact(value: float, n: int, threshold
 def test_one_sided_p_is_a_probability_and_inverts_the_interval(
     diff: list[float], threshold: float, seed: int
 ) -> None:
-    kwargs = {"n_resamples": 400, "seed": seed}
+    kwargs: dict[str, Any] = {"n_resamples": 400, "seed": seed}
     greater = one_sided_bootstrap_p(diff, threshold, alternative="greater", **kwargs)
     less = one_sided_bootstrap_p(diff, threshold, alternative="less", **kwargs)
     assert 0.0 <= greater <= 1.0 and 0.0 <= less <= 1.0
@@ -341,7 +344,7 @@ def test_one_sided_p_direction() -> None:
     assert one_sided_bootstrap_p(diff, 0.0, alternative="greater", n_resamples=2000) < 0.01
     assert one_sided_bootstrap_p(diff, 0.0, alternative="less", n_resamples=2000) > 0.99
     with pytest.raises(ValueError, match="alternative"):
-        one_sided_bootstrap_p(diff, 0.0, alternative="two-sided")
+        one_sided_bootstrap_p(diff, 0.0, alternative="two-sided")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- coverage

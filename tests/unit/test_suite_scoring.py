@@ -6,13 +6,14 @@ import json
 import math
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dpo_harness.suites.adtech import AdtechItem, extract_last_number, normalize_answer
 from dpo_harness.suites.common import DATA_DIR, load_items
 from dpo_harness.suites.forensics import LN2, diagnose_log_history
-from dpo_harness.suites.overlap import find_contamination
 from dpo_harness.suites.repetition import is_degenerate
+from dpo_harness.tools.overlap import find_contamination
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -82,9 +83,9 @@ def test_degenerate_rule() -> None:
 NAN = float("nan")
 
 
-def _seed_history() -> list[dict]:
+def _seed_history() -> list[dict[str, Any]]:
     """The seed run's log as TRL writes it: loss 0.0 (NaN filtered), NaN everywhere else."""
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     for step in range(100, 900, 100):
         history.append(
             {
@@ -122,11 +123,11 @@ def test_trainer_state_with_bare_nan_parses_like_python_json(tmp_path: Path) -> 
     # Python's json writes NaN bare; the log must round-trip through a real file.
     path = tmp_path / "trainer_state.json"
     path.write_text(json.dumps({"log_history": _seed_history(), "global_step": 800}))
-    from dpo_harness.runner import _json_constant
+    from dpo_harness.evaluation.measure import read_trainer_state
 
-    state = json.loads(path.read_text(), parse_constant=_json_constant)
-    assert math.isnan(state["log_history"][0]["grad_norm"])
-    assert diagnose_log_history(state["log_history"])[0].message.startswith("Hidden NaN run")
+    history, step = read_trainer_state(path.read_text())
+    assert step == 800 and math.isnan(history[0]["grad_norm"])
+    assert diagnose_log_history(history)[0].message.startswith("Hidden NaN run")
 
 
 def test_healthy_dpo_log_has_no_findings() -> None:

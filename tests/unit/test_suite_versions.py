@@ -1,9 +1,9 @@
-"""A suite's version moves with its data and scoring code (see dpo_harness.suites.versions)."""
+"""A suite's version moves with its data and scoring code (see dpo_harness.tools.versions)."""
 
 from __future__ import annotations
 
 import pytest
-from dpo_harness.suites import versions
+from dpo_harness.tools import versions
 
 
 def test_every_builtin_suite_matches_versions_json() -> None:

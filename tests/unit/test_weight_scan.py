@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from dpo_harness import weight_scan
+from dpo_harness.evaluation import weight_scan
+from dpo_harness.evaluation.weight_scan import merge_findings, scan_safetensors, scan_tensor
 from dpo_harness.schema import NonFiniteTensor
-from dpo_harness.weight_scan import merge_findings, scan_safetensors, scan_tensor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file

@@ -1,0 +1,148 @@
+"""Helpers shared by the `dpo-harness` commands: error handling, evaluation options, config."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from dpo_harness.errors import HarnessError
+from dpo_harness.files import load_config_file, validate_config
+from dpo_harness.launcher import is_main_process
+from dpo_harness.schema import EvalConfig
+from dpo_harness.settings import (
+    EVAL_OPTIONS,
+    POLICY_OPTIONS,
+    OptionSpec,
+    eval_overrides,
+    policy_overrides,
+)
+
+if TYPE_CHECKING:
+    from dpo_harness.gate.decision import GatePolicy
+
+__all__ = [
+    "baselines_dir_option",
+    "build_eval_config",
+    "build_policy",
+    "default_out",
+    "echo_err",
+    "eval_options",
+    "policy_options",
+    "quiet_libraries",
+    "run_guarded",
+    "split_options",
+]
+
+
+def quiet_libraries() -> None:
+    # Library chatter (hub telemetry, advisory warnings) would bury the table a person reads.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Raised inside transformers/peft on every PEFT model construction; nothing a user can act on.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def echo_err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def default_out(prefix: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{prefix}-{stamp}"
+
+
+def run_guarded(fn: Callable[[], int]) -> int:
+    """Run a command body; user-facing errors become one line and an exit code."""
+    try:
+        return fn()
+    except HarnessError as exc:
+        # Under a launcher every process meets the same bad input; one copy of the message is enough.
+        if is_main_process():
+            echo_err(exc.render())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        echo_err("interrupted")
+        return 130
+
+
+def baselines_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--baselines-dir``, shared by the gate and the baseline commands."""
+    return click.option(
+        "--baselines-dir",
+        "baselines_dir_opt",
+        type=click.Path(path_type=Path),
+        help="Where baselines live (default $DPO_HARNESS_BASELINES or ./baselines).",
+    )(fn)
+
+
+def _click_option(spec: OptionSpec, prefix: str = "") -> Callable[..., Any]:
+    flag = spec.flag
+    kw: dict[str, Any] = {"help": spec.help}
+    if spec.metavar:
+        kw["metavar"] = spec.metavar
+    if spec.kind == "int":
+        kw["type"] = int
+    elif spec.kind == "flag":
+        kw["is_flag"] = True
+    elif spec.kind == "choice":
+        kw["type"] = click.Choice(spec.choices)
+    elif spec.kind == "multiple":
+        kw["multiple"] = True
+    return click.option(flag, spec.dest, **kw)
+
+
+def eval_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The evaluation settings (from :data:`dpo_harness.settings.EVAL_OPTIONS`) and ``--config``."""
+    fn = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        help="YAML/JSON EvalConfig; options given here win over it.",
+    )(fn)
+    for spec in reversed(EVAL_OPTIONS):
+        fn = _click_option(spec)(fn)
+    return fn
+
+
+def policy_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The gate policy settings (from :data:`dpo_harness.settings.POLICY_OPTIONS`)."""
+    for spec in reversed(POLICY_OPTIONS):
+        fn = _click_option(spec)(fn)
+    return fn
+
+
+def split_options(kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate evaluation option values from policy option values (by their dest names)."""
+    policy_names = {spec.dest for spec in POLICY_OPTIONS}
+    policy = {k: kw.pop(k) for k in list(kw) if k in policy_names}
+    return kw, policy
+
+
+def build_eval_config(
+    checkpoint: str | None, *, config_file: Path | None = None, **values: Any
+) -> EvalConfig:
+    """The EvalConfig the user asked for: ``--config`` file, then the options given on top."""
+    overrides = eval_overrides(values)
+    if checkpoint is not None:
+        overrides["checkpoint"] = checkpoint
+    if config_file is not None:
+        return load_config_file(config_file, EvalConfig, overrides=overrides)
+    return validate_config(overrides, EvalConfig, source="command-line options")
+
+
+def build_policy(values: dict[str, Any]) -> GatePolicy:
+    from dpo_harness.gate.decision import GatePolicy
+
+    return validate_config(policy_overrides(values), GatePolicy, source="command-line options")

@@ -1,0 +1,249 @@
+"""Evaluate one checkpoint: load it, run every selected suite through one runner, build the report.
+
+The flow is one direction: suites plan requests → the runner answers them (deduplicated across
+suites) → suites plan follow-up requests that need the first answers → the runner answers those →
+suites score → :class:`~dpo_harness.schema.EvalReport`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+
+from dpo_harness import __version__
+from dpo_harness.errors import BadInputError
+from dpo_harness.evaluation import measure
+from dpo_harness.evaluation.loading import LoadedModel, ResolvedModel, load_model, resolve_model
+from dpo_harness.evaluation.runner import ModelRunner
+from dpo_harness.evaluation.suite import Suite, SuiteContext, create_suite
+from dpo_harness.launcher import Distributed
+from dpo_harness.schema import (
+    EvalConfig,
+    EvalReport,
+    EvalSettings,
+    Provenance,
+    ReferenceSource,
+    SuiteIdentity,
+    SuiteResult,
+)
+
+__all__ = [
+    "evaluate",
+    "evaluate_base",
+    "evaluate_loaded",
+    "library_versions",
+    "load_from_config",
+    "load_reference",
+    "make_suites",
+]
+
+_LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "tokenizers",
+    "safetensors",
+    "pydantic",
+    "numpy",
+    "fugashi",
+    "trl",
+)
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in _LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def make_suites(config: EvalSettings) -> list[Suite]:
+    """The configured suites (with their data files), before any model is loaded."""
+    unknown_data = set(config.suite_data) - set(config.suites)
+    if unknown_data:
+        raise BadInputError(
+            f"--suite-data names suite(s) not selected: {', '.join(sorted(unknown_data))}",
+            "select the suite with --suites, or fix the name",
+        )
+    return [create_suite(name, config.suite_data.get(name)) for name in config.suites]
+
+
+def load_from_config(
+    config: EvalSettings,
+    ref: str | ResolvedModel | None = None,
+    *,
+    base: str | None = None,
+) -> LoadedModel:
+    """Load ``ref`` (default: the config's checkpoint) with the config's device, dtype and trust flags."""
+    if not isinstance(ref, ResolvedModel):
+        if ref is None and isinstance(config, EvalConfig):
+            ref = config.checkpoint
+        ref = resolve_model(ref, base_override=base, allow_pickle=config.allow_pickle)
+    return load_model(
+        ref,
+        device=config.device,
+        dtype=config.dtype,
+        trust_remote_code=config.trust_remote_code,
+        allow_pickle=config.allow_pickle,
+    )
+
+
+def load_reference(config: EvalConfig, loaded: LoadedModel) -> LoadedModel | None:
+    """The model to compare against: --base if given; an adapter's own base needs no extra copy."""
+    if config.base and not loaded.is_adapter:
+        return load_from_config(config, config.base)
+    return None
+
+
+def evaluate(
+    config: EvalConfig,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    command: str | None = None,
+    distributed: Distributed | None = None,
+) -> EvalReport:
+    """Load ``config.checkpoint`` (default: the demo model) and evaluate it.
+
+    With ``distributed`` (from :func:`dpo_harness.launcher.from_env` under a launcher) every
+    process loads the model, answers its share of the requests, and returns the same report.
+    """
+    t0 = time.perf_counter()
+    suites = make_suites(config)  # bad suite names fail before any model is loaded
+    loaded = load_from_config(config, base=config.base)
+    reference = load_reference(config, loaded)
+    load_s = time.perf_counter() - t0
+    report = evaluate_loaded(
+        loaded,
+        config,
+        reference=reference,
+        suites=suites,
+        progress=progress,
+        log=log,
+        command=command,
+        distributed=distributed,
+    )
+    report.provenance.timings["load"] = round(load_s, 3)
+    report.provenance.timings["total"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _reference_source(loaded: LoadedModel, reference: LoadedModel | None) -> ReferenceSource:
+    if reference is loaded:
+        return "self"
+    if reference is not None:
+        return "base-option"
+    return "adapter-disabled" if loaded.is_adapter else "none"
+
+
+def evaluate_loaded(
+    loaded: LoadedModel,
+    config: EvalSettings,
+    *,
+    reference: LoadedModel | None = None,
+    suites: list[Suite] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    command: str | None = None,
+    distributed: Distributed | None = None,
+) -> EvalReport:
+    """Evaluate an already loaded model (used by training loops and tests)."""
+    import torch
+
+    quiet_rank = distributed is not None and not distributed.is_main
+    say = (lambda _msg: None) if log is None or quiet_rank else log
+    suites = suites if suites is not None else make_suites(config)
+    torch.manual_seed(config.seed)
+    runner = ModelRunner(
+        loaded,
+        reference=reference,
+        batch_size=config.batch_size,
+        generation=config.generation,
+        progress=progress,
+        distributed=distributed,
+    )
+    ctx = SuiteContext(
+        generation=config.generation,
+        has_reference=runner.has_reference,
+        is_adapter=loaded.is_adapter,
+        has_trainer_state=loaded.spec.trainer_state is not None,
+        seed=config.seed,
+    )
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    first = [req for s in suites for req in s.plan(ctx)]
+    say(f"stage 1: {len(first)} requests from {len(suites)} suites")
+    responses = runner.run(first)
+    timings["stage1"] = round(time.perf_counter() - t, 3)
+
+    t = time.perf_counter()
+    second = [req for s in suites for req in s.plan_followup(ctx, responses)]
+    if second:
+        say(f"stage 2: {len(second)} follow-up requests")
+        responses.update(runner.run(second))
+    timings["stage2"] = round(time.perf_counter() - t, 3)
+
+    results: list[SuiteResult] = []
+    for s in suites:
+        t = time.perf_counter()
+        res = s.score(ctx, responses)
+        res.seconds = round(time.perf_counter() - t, 3)
+        timings[f"score.{s.name}"] = res.seconds
+        results.append(res)
+
+    ref_info = reference.info if reference is not None else loaded.base_info
+    prov = Provenance(
+        harness_version=__version__,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        command=command,
+        model=loaded.info,
+        reference=ref_info,
+        reference_source=_reference_source(loaded, reference),
+        suites={s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites},
+        generation=config.generation,
+        measurement_version=measure.MEASUREMENT_VERSION,
+        libraries=library_versions(),
+        device=str(loaded.device),
+        dtype=str(loaded.dtype).removeprefix("torch."),
+        seed=config.seed,
+        batch_size=config.batch_size,
+        hostname=platform.node() or None,
+        timings=timings,
+        runner_stats=runner.stats.as_dict(),
+    )
+    return EvalReport(provenance=prov, suites=results)
+
+
+def evaluate_base(
+    config: EvalSettings,
+    base: str | ResolvedModel | None,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    command: str | None = None,
+    distributed: Distributed | None = None,
+) -> EvalReport:
+    """Evaluate a base model as its own reference (KL 0, answers scored under itself): a baseline."""
+    loaded = load_from_config(config, base)
+    if loaded.is_adapter:
+        raise BadInputError(
+            f"{loaded.spec.ref} is a PEFT adapter; a baseline is the evaluation of a base model",
+            f"pass its base model instead: {loaded.spec.base_ref}",
+        )
+    return evaluate_loaded(
+        loaded,
+        config,
+        reference=loaded,
+        progress=progress,
+        log=log,
+        command=command,
+        distributed=distributed,
+    )

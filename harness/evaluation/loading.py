@@ -1,0 +1,527 @@
+"""Resolve a checkpoint reference and load it: model, tokenizer, fingerprint, reference model.
+
+Accepted references: a Hugging Face model directory (safetensors), a PEFT adapter directory
+(``adapter_config.json``; its base is loaded and the adapter applied, and the base with the
+adapter disabled is the reference model), a Trainer ``checkpoint-N`` directory (its
+``trainer_state.json`` is kept for the numerical suite), or a hub id. ``None`` or ``"demo"`` is the
+embedded demo model. Pickle ``.bin`` weights are refused unless explicitly allowed, and
+``trust_remote_code`` is off unless asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dpo_harness.errors import BadInputError
+from dpo_harness.evaluation.fingerprint import files_fingerprint, tensors_fingerprint, text_hash
+from dpo_harness.launcher import local_rank
+from dpo_harness.schema import CheckpointKind, ModelInfo
+
+__all__ = [
+    "DEMO_ALIASES",
+    "CheckpointSpec",
+    "LoadedModel",
+    "ResolvedModel",
+    "checkpoint_fingerprint",
+    "demo_model_dir",
+    "load_checkpoint",
+    "load_model",
+    "resolve_checkpoint",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_model",
+    "tokenizer_identity",
+    "wrap_in_memory",
+]
+
+DEMO_ALIASES = ("demo", "dpo-harness/demo")
+_ADAPTER_SAFE = "adapter_model.safetensors"
+_ADAPTER_PICKLE = "adapter_model.bin"
+_LOCALISH = re.compile(r"^(\.{1,2}/|/|~)|[\\]|/.*/|/$")
+
+
+def demo_model_dir() -> Path:
+    """The embedded demo model that ships inside the package."""
+    return Path(__file__).resolve().parents[1] / "demo" / "model"
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """A resolved reference: where it is and what kind of checkpoint it is."""
+
+    ref: str
+    path: Path
+    kind: CheckpointKind
+    is_adapter: bool
+    base_ref: str | None = None
+    trainer_state: Path | None = None
+    weight_files: tuple[Path, ...] = ()
+    pickle: bool = False  # weights are pickle .bin (only loaded with allow_pickle)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the runner. ``reference()`` yields the model to compare against."""
+
+    spec: CheckpointSpec
+    model: Any  # transformers PreTrainedModel or peft PeftModel
+    tokenizer: Any
+    info: ModelInfo
+    device: Any
+    dtype: Any
+    base_info: ModelInfo | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.spec.is_adapter
+
+    @contextlib.contextmanager
+    def adapter_disabled(self) -> Iterator[Any]:
+        """The base model, i.e. this PEFT model with its adapter switched off."""
+        if not self.is_adapter:
+            raise RuntimeError("not an adapter model")
+        with self.model.disable_adapter():
+            yield self.model
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def resolve_device(requested: str = "auto") -> Any:
+    import torch
+
+    if requested != "auto":
+        try:
+            dev = torch.device(requested)
+        except (RuntimeError, ValueError):
+            raise BadInputError(
+                f"unknown device {requested!r}", "use auto, cpu, cuda, cuda:N or mps"
+            ) from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise BadInputError(
+                "device cuda was asked for but CUDA is not available", "use --device cpu"
+            )
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            raise BadInputError(
+                "device mps was asked for but MPS is not available", "use --device cpu"
+            )
+        return dev
+    if torch.cuda.is_available():
+        # Under torchrun/accelerate each process takes its own GPU.
+        rank = local_rank()
+        if rank is not None and rank < torch.cuda.device_count():
+            return torch.device(f"cuda:{rank}")
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(requested: str, device: Any) -> Any:
+    """auto: bf16 on CUDA where supported, fp32 elsewhere (MPS fp16 is where the seed run's NaNs lived)."""
+    import torch
+
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if requested != "auto":
+        return table[requested]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInputError(
+            f"cannot read {path}: {exc}", "check that the file is valid JSON"
+        ) from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path} is not a JSON object", "check the file")
+    return data
+
+
+def _download_from_hub(repo_id: str, allow_pickle: bool) -> Path:
+    """Fetch the files we need from the hub (honours HF_HUB_OFFLINE and the local cache)."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import (
+            HFValidationError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+        )
+    except ImportError as exc:  # pragma: no cover - huggingface_hub ships with transformers
+        raise BadInputError(
+            f"cannot load hub id {repo_id!r}: {exc}", "pip install huggingface_hub"
+        ) from None
+    patterns = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
+    if allow_pickle:
+        patterns.append("*.bin")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except HFValidationError:
+        raise BadInputError(
+            f"checkpoint not found: {repo_id!r} is neither a local directory nor a valid hub id",
+            "check the path",
+        ) from None
+    except LocalEntryNotFoundError:
+        raise BadInputError(
+            f"{repo_id!r} is not a local directory and is not in the hub cache (offline)",
+            "check the path, or download it with network access (unset HF_HUB_OFFLINE)",
+        ) from None
+    except RepositoryNotFoundError:
+        raise BadInputError(
+            f"{repo_id!r} is not a local directory and no such hub repository is visible",
+            "check the path or the repository id (and HF_TOKEN for private repos)",
+        ) from None
+    except OSError as exc:
+        raise BadInputError(f"could not download {repo_id!r}: {exc}", "check the network") from None
+
+
+def _locate(ref: str, allow_pickle: bool) -> tuple[Path, str]:
+    if ref in DEMO_ALIASES:
+        return demo_model_dir(), ref
+    path = Path(os.path.expanduser(ref))
+    if path.exists():
+        if not path.is_dir():
+            raise BadInputError(
+                f"checkpoint must be a directory, got a file: {path}",
+                "pass the directory that holds config.json or adapter_config.json",
+            )
+        return path.resolve(), ref
+    if _LOCALISH.search(ref) or ref.count("/") != 1:
+        raise BadInputError(f"checkpoint not found: {ref}", "check the path")
+    return _download_from_hub(ref, allow_pickle), ref
+
+
+def resolve_checkpoint(
+    ref: str | None, *, base_override: str | None = None, allow_pickle: bool = False
+) -> CheckpointSpec:
+    """Find out what ``ref`` is, without loading any weights."""
+    ref = ref or "demo"
+    path, ref = _locate(ref, allow_pickle)
+    trainer_state = path / "trainer_state.json"
+    is_trainer = trainer_state.is_file() or re.fullmatch(r"checkpoint-\d+", path.name) is not None
+    kind_if_not_trainer: CheckpointKind
+    weights: tuple[Path, ...]
+    is_pickle: bool
+
+    if (path / "adapter_config.json").is_file():
+        cfg = _read_json(path / "adapter_config.json")
+        base = base_override or cfg.get("base_model_name_or_path")
+        if not base:
+            raise BadInputError(
+                f"{path / 'adapter_config.json'}: base_model_name_or_path is empty",
+                "pass the base model with --base",
+            )
+        safe = path / _ADAPTER_SAFE
+        pickle_file = path / _ADAPTER_PICKLE
+        if safe.is_file():
+            weights, is_pickle = (safe,), False
+        elif pickle_file.is_file():
+            weights, is_pickle = (pickle_file,), True
+        else:
+            raise BadInputError(
+                f"adapter directory {path} has no {_ADAPTER_SAFE}",
+                "save the adapter with PeftModel.save_pretrained (safetensors)",
+            )
+        kind_if_not_trainer = CheckpointKind.PEFT_ADAPTER
+        is_adapter = True
+    elif (path / "config.json").is_file():
+        base = base_override
+        safe_files = sorted(path.glob("*.safetensors"))
+        pickle_files = sorted(path.glob("*.bin"))
+        if safe_files:
+            weights, is_pickle = tuple(safe_files), False
+        elif pickle_files:
+            weights, is_pickle = tuple(pickle_files), True
+        else:
+            raise BadInputError(
+                f"model directory {path} has config.json but no weight files",
+                "save the model with save_pretrained (safetensors)",
+            )
+        kind_if_not_trainer = CheckpointKind.FULL
+        is_adapter = False
+    else:
+        raise BadInputError(
+            f"{path} is not a model directory (no config.json or adapter_config.json)",
+            "pass a directory written by save_pretrained, a checkpoint-N directory, or a hub id",
+        )
+    if is_pickle and not allow_pickle:
+        raise BadInputError(
+            f"{path} holds only pickle weights ({weights[0].name}); loading pickle can run arbitrary code",
+            "convert it to safetensors, or pass --allow-pickle if you trust its source",
+        )
+    return CheckpointSpec(
+        ref=ref,
+        path=path,
+        kind=CheckpointKind.TRAINER_CHECKPOINT if is_trainer else kind_if_not_trainer,
+        is_adapter=is_adapter,
+        base_ref=base,
+        trainer_state=trainer_state if trainer_state.is_file() else None,
+        weight_files=weights,
+        pickle=is_pickle,
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def checkpoint_fingerprint(spec: CheckpointSpec) -> str:
+    """The fingerprint of a resolved checkpoint's own files, without loading it."""
+    return _fingerprint_dir(spec.path, spec.weight_files)
+
+
+def _fingerprint_dir(path: Path, weight_files: tuple[Path, ...]) -> str:
+    files = [(p.name, p) for p in weight_files]
+    for extra in ("config.json", "adapter_config.json"):
+        if (path / extra).is_file():
+            files.append((extra, path / extra))
+    return files_fingerprint(files)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A checkpoint found and fingerprinted, not loaded: everything a gate decides before loading.
+
+    For an adapter, ``base`` is its resolved base and ``fingerprint`` covers both (the same
+    adapter on another base is another model).
+    """
+
+    spec: CheckpointSpec
+    fingerprint: str
+    own_fingerprint: str
+    base: ResolvedModel | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.spec.ref
+
+
+def resolve_model(
+    ref: str | None, *, base_override: str | None = None, allow_pickle: bool = False
+) -> ResolvedModel:
+    """Resolve ``ref`` (and an adapter's base) and fingerprint the files, once."""
+    spec = resolve_checkpoint(ref, base_override=base_override, allow_pickle=allow_pickle)
+    own = checkpoint_fingerprint(spec)
+    if not spec.is_adapter:
+        return ResolvedModel(spec=spec, fingerprint=own, own_fingerprint=own)
+    assert spec.base_ref is not None
+    try:
+        base_spec = resolve_checkpoint(spec.base_ref, allow_pickle=allow_pickle)
+    except BadInputError as exc:
+        raise BadInputError(
+            f"the base model of adapter {spec.ref} cannot be found: {exc.cause}",
+            "pass the adapter's base model with --base (adapter_config.json names "
+            f"{spec.base_ref!r})",
+        ) from None
+    if base_spec.is_adapter:
+        raise BadInputError(
+            f"the base of adapter {spec.ref} is itself an adapter ({spec.base_ref})",
+            "pass the full base model with --base",
+        )
+    base_fp = checkpoint_fingerprint(base_spec)
+    base = ResolvedModel(spec=base_spec, fingerprint=base_fp, own_fingerprint=base_fp)
+    return ResolvedModel(
+        spec=spec, fingerprint=text_hash(base_fp + "+" + own), own_fingerprint=own, base=base
+    )
+
+
+def tokenizer_identity(
+    model: ResolvedModel, trust_remote_code: bool = False
+) -> tuple[str | None, str | None]:
+    """(chat template hash, vocabulary hash) of a resolved model, loading only its tokenizer."""
+    base_path = model.base.spec.path if model.base is not None else None
+    return _tokenizer_hashes(_load_tokenizer(model.spec.path, base_path, trust_remote_code))
+
+
+def _tokenizer_hashes(tokenizer: Any) -> tuple[str | None, str | None]:
+    template = getattr(tokenizer, "chat_template", None)
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return (text_hash(template) if isinstance(template, str) else None, text_hash(vocab))
+
+
+def _load_tokenizer(path: Path, fallback: Path | None, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    has_own = any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    src = path if has_own or fallback is None else fallback
+    try:
+        tok = AutoTokenizer.from_pretrained(str(src), trust_remote_code=trust_remote_code)
+        probe = tok("広告 CTR 1.5%", add_special_tokens=False)["input_ids"]
+    except Exception as exc:  # tokenizers raise anything from OSError to JSON and Rust errors
+        raise BadInputError(
+            f"cannot load the tokenizer in {src}: {type(exc).__name__}: "
+            f"{(str(exc).splitlines() or [''])[0][:160]}",
+            "save the tokenizer next to the model with tokenizer.save_pretrained",
+        ) from exc
+    if not tok.get_vocab() or not probe:
+        raise BadInputError(
+            f"the tokenizer in {src} has an empty vocabulary (tokenizer files missing?)",
+            "save the tokenizer next to the model with tokenizer.save_pretrained",
+        )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    model: CheckpointSpec | ResolvedModel,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    base_override: str | None = None,
+) -> LoadedModel:
+    """Load a resolved checkpoint (adapter checkpoints load their base first)."""
+    from transformers import AutoModelForCausalLM
+
+    if isinstance(model, CheckpointSpec):
+        # Kept for callers that resolved a spec themselves: identify it here.
+        resolved = resolve_model(
+            model.ref, base_override=base_override or model.base_ref, allow_pickle=allow_pickle
+        )
+    else:
+        resolved = model
+    spec = resolved.spec
+    base_spec = resolved.base.spec if resolved.base is not None else None
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    base_info: ModelInfo | None = None
+    model_dir = base_spec.path if base_spec is not None else spec.path
+    net: Any = _from_pretrained(
+        AutoModelForCausalLM,
+        model_dir,
+        spec.ref,
+        dtype=dt,
+        trust=trust_remote_code,
+        allow_pickle=allow_pickle,
+    )
+    if spec.is_adapter:
+        net = _apply_adapter(net, spec)
+    net.to(dev)
+    net.eval()
+    tokenizer = _load_tokenizer(spec.path, base_spec.path if base_spec else None, trust_remote_code)
+    tokenizer.padding_side = "left"
+    template_hash, vocab_hash = _tokenizer_hashes(tokenizer)
+    n_params = sum(p.numel() for p in net.parameters())
+    if base_spec is not None and resolved.base is not None:
+        base_info = ModelInfo(
+            ref=base_spec.ref,
+            kind=base_spec.kind,
+            is_adapter=False,
+            fingerprint=resolved.base.fingerprint,
+            n_parameters=n_params,
+            dtype=str(dt).removeprefix("torch."),
+            device=str(dev),
+            chat_template_hash=template_hash,
+            tokenizer_hash=vocab_hash,
+        )
+    info = ModelInfo(
+        ref=spec.ref,
+        kind=spec.kind,
+        is_adapter=spec.is_adapter,
+        fingerprint=resolved.fingerprint,
+        base_ref=spec.base_ref,
+        base_fingerprint=base_info.fingerprint if base_info else None,
+        trainer_state=str(spec.trainer_state) if spec.trainer_state else None,
+        n_parameters=n_params,
+        dtype=str(dt).removeprefix("torch."),
+        device=str(dev),
+        chat_template_hash=template_hash,
+        tokenizer_hash=vocab_hash,
+    )
+    return LoadedModel(
+        spec=spec,
+        model=net,
+        tokenizer=tokenizer,
+        info=info,
+        device=dev,
+        dtype=dt,
+        base_info=base_info,
+    )
+
+
+def _from_pretrained(
+    auto_cls: Any, model_dir: Path, ref: str, *, dtype: Any, trust: bool, allow_pickle: bool
+) -> Any:
+    try:
+        return auto_cls.from_pretrained(
+            str(model_dir),
+            dtype=dtype,
+            trust_remote_code=trust,
+            use_safetensors=None if allow_pickle else True,
+        )
+    except (OSError, ValueError) as exc:
+        raise BadInputError(
+            f"could not load {ref}: {str(exc).splitlines()[0]}",
+            "check that the directory was written by save_pretrained and is complete",
+        ) from None
+
+
+def _apply_adapter(base_model: Any, spec: CheckpointSpec) -> Any:
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(base_model, str(spec.path), is_trainable=False)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(
+            f"could not load adapter {spec.ref}: {str(exc).splitlines()[0]}",
+            "check that the adapter was saved by PeftModel.save_pretrained and is complete",
+        ) from None
+
+
+def load_checkpoint(
+    ref: str | None,
+    *,
+    base: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> LoadedModel:
+    """Resolve and load in one call."""
+    return load_model(
+        resolve_model(ref, base_override=base, allow_pickle=allow_pickle),
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+    )
+
+
+def wrap_in_memory(
+    model: Any, tokenizer: Any, *, ref: str, is_adapter: bool = False
+) -> LoadedModel:
+    """Wrap a model that lives in memory (e.g. inside a training loop) for the runner."""
+    params = list(model.named_parameters())
+    fp = tensors_fingerprint(params)
+    dev = next(model.parameters()).device
+    dt = next(model.parameters()).dtype
+    template_hash, vocab_hash = _tokenizer_hashes(tokenizer)
+    spec = CheckpointSpec(ref=ref, path=Path("."), kind=CheckpointKind.FULL, is_adapter=is_adapter)
+    info = ModelInfo(
+        ref=ref,
+        kind=CheckpointKind.FULL,
+        is_adapter=is_adapter,
+        fingerprint=fp,
+        n_parameters=sum(p.numel() for _, p in params),
+        dtype=str(dt).removeprefix("torch."),
+        device=str(dev),
+        chat_template_hash=template_hash,
+        tokenizer_hash=vocab_hash,
+    )
+    tokenizer.padding_side = "left"
+    return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, info=info, device=dev, dtype=dt)

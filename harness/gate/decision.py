@@ -1,0 +1,448 @@
+"""The regression gate: compare a candidate's report with the stored baseline, item by item.
+
+Per metric, in order:
+
+1. **Hard limits** — a candidate outside a metric's hard limit (or with a NaN value) fails,
+   whatever the baseline says.
+2. **Paired comparison** on the items both runs scored, oriented so that positive = better:
+   binary metrics (right/wrong, degenerate or not) use the Tango score test on the discordant
+   pairs (McNemar's setting); continuous ones a seeded bootstrap-t interval. Each metric has a
+   non-inferiority margin δ. Verdicts: *pass* (the interval's lower end is above −δ), *improved*
+   (above 0), *regressed* (the upper end is below −δ, significant after a Holm correction across
+   every metric gated), or *inconclusive* (the interval straddles −δ; the verdict says roughly how
+   many items would decide it). ``band`` metrics must stay within ±δ of the baseline.
+3. **Policy** — refuse on any hard failure or regression; inconclusive refuses by default.
+
+Promotion needs every metric shown non-inferior (an intersection-union test, level α without
+correction); Holm guards the other error, refusing a good model because one of many metrics
+looked worse by chance.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from enum import Enum
+from typing import Any, Literal
+
+import numpy as np
+from dpo_harness.evaluation.report import format_value, truncate, worst_samples
+from dpo_harness.gate.baseline import Baseline
+from dpo_harness.gate.stats import NonInferiorityVerdict, holm_adjusted, non_inferiority
+from dpo_harness.schema import Direction, EvalReport, MetricResult, ModelInfo, SuiteResult
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Example",
+    "GateDecision",
+    "GatePolicy",
+    "MetricVerdict",
+    "Verdict",
+    "blocks",
+    "fmt_ci",
+    "gate",
+]
+
+
+class Verdict(str, Enum):
+    PASS = "pass"
+    IMPROVED = "improved"
+    REGRESSED = "regressed"
+    INCONCLUSIVE = "inconclusive"
+    HARD_FAIL = "hard-fail"
+    NOT_GATED = "not-gated"
+    SKIPPED = "skipped"
+
+
+_BLOCKING = {Verdict.REGRESSED, Verdict.HARD_FAIL}
+
+
+class GatePolicy(BaseModel):
+    """How the gate decides. ``margins`` overrides a metric's margin: {"suite::metric": δ}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inconclusive: Literal["refuse", "promote"] = "refuse"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    n_resamples: int = Field(default=10_000, ge=100)
+    seed: int = 0
+    min_items: int = Field(default=10, ge=1)
+    margins: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("margins")
+    @classmethod
+    def _finite_non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, margin in v.items():
+            if "::" not in name:
+                raise ValueError(f"margin {name!r} must be named SUITE::METRIC")
+            if not (math.isfinite(margin) and margin >= 0):
+                raise ValueError(f"margin for {name} must be a finite number >= 0, got {margin}")
+        return v
+
+
+class Example(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: str
+    candidate: float | None
+    baseline: float | None
+    response: str | None = None
+
+
+class MetricVerdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    suite: str
+    metric: str
+    direction: Direction
+    unit: str = ""
+    verdict: Verdict
+    candidate: float | None = None
+    baseline: float | None = None
+    diff: float | None = None  # candidate - baseline, in the metric's own orientation
+    ci_low: float | None = None  # of diff, at level 1 - 2·alpha
+    ci_high: float | None = None
+    margin: float | None = None
+    p_regressed: float | None = None
+    p_regressed_holm: float | None = None
+    n_items: int = 0
+    additional_items: int | None = None
+    method: str | None = None
+    reason: str
+    examples: list[Example] = Field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.suite}::{self.metric}"
+
+
+class GateDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal["1"] = "1"
+    decision: Literal["promote", "refuse"]
+    created_at: str
+    candidate: ModelInfo
+    baseline_model: str
+    baseline_fingerprint: str
+    baseline_checksum: str
+    baseline_path: str | None = None
+    policy: GatePolicy
+    verdicts: list[MetricVerdict]
+    reasons: list[str]
+    promoted_to: str | None = None
+    # Overrides the user asked for (e.g. another model's baseline), said where people read.
+    notes: list[str] = Field(default_factory=list)
+    # sha256 of every model file copied into the promotion (``dpo-harness verify`` re-checks them)
+    files: dict[str, str] | None = None
+
+    def verdict(self, name: str) -> MetricVerdict:
+        for v in self.verdicts:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- per metric
+
+
+def _paired(cand: MetricResult, base: MetricResult) -> tuple[list[str], np.ndarray, np.ndarray]:
+    ids = [i for i in base.per_sample if i in cand.per_sample]
+    ids = [i for i in ids if cand.per_sample[i] is not None and base.per_sample[i] is not None]
+    c = np.array([cand.per_sample[i] for i in ids], dtype=float)
+    b = np.array([base.per_sample[i] for i in ids], dtype=float)
+    return ids, c, b
+
+
+def _examples(
+    ids: list[str], c: np.ndarray, b: np.ndarray, oriented: np.ndarray, suite: SuiteResult
+) -> list[Example]:
+    by_id = {s.item_id: s for s in suite.samples}
+    worst = np.argsort(oriented, kind="stable")[:3]
+    out = []
+    for k in worst:
+        if oriented[k] >= 0:
+            break
+        rec = by_id.get(ids[k])
+        out.append(
+            Example(
+                item_id=ids[k],
+                candidate=float(c[k]),
+                baseline=float(b[k]),
+                response=truncate(rec.response, 120) if rec and rec.response else None,
+            )
+        )
+    return out
+
+
+def fmt_ci(lo: float, hi: float) -> str:
+    """An interval as ``[+a, +b]``; + 0.0 turns -0.0 into 0.0, so an exact one reads [+0, +0]."""
+    return f"[{lo + 0.0:+.3g}, {hi + 0.0:+.3g}]"
+
+
+def _compare(
+    cand: MetricResult,
+    base: MetricResult,
+    suite: SuiteResult,
+    margin: float,
+    policy: GatePolicy,
+    name: str,
+) -> MetricVerdict:
+    common: dict[str, Any] = dict(
+        suite=suite.name,
+        metric=cand.name,
+        direction=cand.direction,
+        unit=cand.unit,
+        candidate=cand.value,
+        baseline=base.value,
+        margin=margin,
+    )
+    if cand.value is not None and base.value is not None:
+        common["diff"] = cand.value - base.value
+    ids, c, b = _paired(cand, base)
+    sign = -1.0 if cand.direction is Direction.LOWER else 1.0
+
+    if len(ids) == 0:
+        # Aggregate-only metric: compare the point values against the margin.
+        if cand.value is None or base.value is None:
+            return MetricVerdict(
+                **common, verdict=Verdict.SKIPPED, reason=f"{name}: no value to compare"
+            )
+        worse = (
+            sign * (cand.value - base.value) < -margin
+            if cand.direction is not Direction.BAND
+            else abs(cand.value - base.value) > margin
+        )
+        verdict = Verdict.REGRESSED if worse else Verdict.PASS
+        return MetricVerdict(
+            **common,
+            verdict=verdict,
+            method="point",
+            p_regressed=0.0 if worse else 1.0,
+            reason=f"{name}: {format_value(cand.value)} vs baseline {format_value(base.value)} (no per-item values; point comparison with margin {margin:g})",
+        )
+    if len(ids) < policy.min_items:
+        return MetricVerdict(
+            **common,
+            verdict=Verdict.INCONCLUSIVE,
+            n_items=len(ids),
+            additional_items=policy.min_items - len(ids),
+            reason=f"{name}: only {len(ids)} paired items (the policy needs {policy.min_items})",
+        )
+
+    if np.array_equal(c, b):
+        # Identical on every item: nothing to infer. (The continuous bootstrap already treats a
+        # zero-variance difference as exact; the binary score test would instead ask for
+        # n > z²/δ items before trusting "no discordant pair", which refuses an unchanged model.)
+        return MetricVerdict(
+            **{**common, "diff": 0.0},
+            verdict=Verdict.PASS,
+            ci_low=0.0,
+            ci_high=0.0,
+            p_regressed=1.0,
+            n_items=len(ids),
+            method="identical",
+            reason=f"{name} passes: identical to the baseline on all {len(ids)} items.",
+        )
+    binary = cand.binary and bool(np.all(np.isin(c, (0.0, 1.0))) and np.all(np.isin(b, (0.0, 1.0))))
+    kw = dict(alpha=policy.alpha, n_resamples=policy.n_resamples, seed=policy.seed, binary=binary)
+    if cand.direction is Direction.BAND:
+        lo = non_inferiority(c - b, margin, **kw)  # type: ignore[arg-type]
+        hi = non_inferiority(b - c, margin, **kw)  # type: ignore[arg-type]
+        if NonInferiorityVerdict.REGRESSED in (lo.verdict, hi.verdict):
+            kind = Verdict.REGRESSED
+        elif lo.verdict.passed and hi.verdict.passed:
+            kind = Verdict.PASS
+        else:
+            kind = Verdict.INCONCLUSIVE
+        res = lo if lo.p_regressed <= hi.p_regressed else hi
+        p_reg = min(1.0, 2.0 * min(lo.p_regressed, hi.p_regressed))  # two sides, Bonferroni
+        ci_low, ci_high = lo.ci_low, -hi.ci_low
+        oriented = -np.abs(c - b)
+    else:
+        res = non_inferiority(sign * (c - b), margin, **kw)  # type: ignore[arg-type]
+        kind = Verdict(res.verdict.value)
+        p_reg = res.p_regressed
+        ci_low, ci_high = (res.ci_low, res.ci_high) if sign > 0 else (-res.ci_high, -res.ci_low)
+        oriented = sign * (c - b)
+    mean_diff = float(np.mean(c - b))
+    result = MetricVerdict(
+        **{**common, "diff": mean_diff},
+        verdict=kind,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_regressed=p_reg,
+        n_items=len(ids),
+        method=res.method,
+        # One formula for "how many more items would decide it": the power calculation in
+        # stats.items_needed, from the observed spread and the distance to the margin.
+        additional_items=res.additional_items if kind is Verdict.INCONCLUSIVE else None,
+        reason="",
+        examples=_examples(ids, c, b, oriented, suite)
+        if kind not in (Verdict.PASS, Verdict.IMPROVED)
+        else [],
+    )
+    result.reason = _reason(result, name)
+    return result
+
+
+def _reason(v: MetricVerdict, name: str) -> str:
+    vals = f"{format_value(v.candidate)} vs baseline {format_value(v.baseline)}"
+    if v.diff is not None and v.ci_low is not None and v.ci_high is not None:
+        vals += f" (Δ {v.diff:+.3g}, CI {fmt_ci(v.ci_low, v.ci_high)}, n={v.n_items})"
+    margin = f"{v.margin:g}" if v.margin is not None else "?"
+    if v.verdict is Verdict.REGRESSED:
+        side = "±" if v.direction is Direction.BAND else ""
+        return f"{name} regressed: {vals} — worse than the margin {side}{margin}."
+    if v.verdict is Verdict.INCONCLUSIVE:
+        more = (
+            f"; about {v.additional_items} more items would decide it" if v.additional_items else ""
+        )
+        return f"{name} is inconclusive: {vals} straddles the margin {margin}{more}."
+    if v.verdict is Verdict.IMPROVED:
+        return f"{name} improved: {vals}."
+    return f"{name} passes: {vals} is within the margin {margin}."
+
+
+def _hard_failure(
+    m: MetricResult, base_m: MetricResult | None, suite: SuiteResult, policy: GatePolicy, name: str
+) -> MetricVerdict:
+    """A hard-limit failure, with the paired evidence and worst items when a baseline exists."""
+    limit = m.hard_limit_text() or "finite"
+    shown = "NaN/inf" if m.nonfinite else format_value(m.value, m.unit)
+    reason = f"{name} fails its hard limit: {shown} (limit {limit})."
+    detail = None
+    if base_m is not None and m.per_sample:
+        detail = _compare(m, base_m, suite, float(m.margin or 0.0), policy, name)
+    examples = detail.examples if detail is not None and detail.examples else []
+    if not examples:
+        base_values = base_m.per_sample if base_m is not None else {}
+        examples = [
+            Example(item_id=i, candidate=v, baseline=base_values.get(i), response=resp or None)
+            for i, v, resp in worst_samples(suite, m, k=3)
+        ]
+    return MetricVerdict(
+        suite=suite.name,
+        metric=m.name,
+        direction=m.direction,
+        unit=m.unit,
+        verdict=Verdict.HARD_FAIL,
+        candidate=m.value,
+        baseline=base_m.value if base_m is not None else None,
+        diff=detail.diff if detail is not None else None,
+        ci_low=detail.ci_low if detail is not None else None,
+        ci_high=detail.ci_high if detail is not None else None,
+        margin=m.margin,
+        n_items=detail.n_items if detail is not None else 0,
+        method=detail.method if detail is not None else None,
+        reason=reason,
+        examples=examples,
+    )
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def blocks(verdict: MetricVerdict, policy: GatePolicy) -> bool:
+    """The decision rule, per metric: does this verdict refuse the candidate under ``policy``?
+
+    The gate refuses when any metric blocks; the pytest plugin fails exactly those items.
+    """
+    if verdict.verdict in _BLOCKING:
+        return True
+    return verdict.verdict is Verdict.INCONCLUSIVE and policy.inconclusive == "refuse"
+
+
+def gate(
+    candidate: EvalReport,
+    baseline: Baseline,
+    policy: GatePolicy | None = None,
+    *,
+    baseline_path: str | None = None,
+) -> GateDecision:
+    """Decide promote or refuse. Pure: no model, no files (callers check compatibility first)."""
+    policy = policy or GatePolicy()
+    base_report = baseline.report
+    verdicts: list[MetricVerdict] = []
+    self_scored = candidate.provenance.reference_source == "none" and (
+        candidate.provenance.model.fingerprint != baseline.base_fingerprint
+    )
+    for suite in candidate.suites:
+        try:
+            base_suite = base_report.suite(suite.name)
+        except KeyError:
+            continue
+        base_metrics = {m.name: m for m in base_suite.metrics}
+        for m in suite.metrics:
+            name = f"{suite.name}::{m.name}"
+            common: dict[str, Any] = dict(
+                suite=suite.name,
+                metric=m.name,
+                direction=m.direction,
+                unit=m.unit,
+                candidate=m.value,
+            )
+            base_m = base_metrics.get(m.name)
+            if m.nonfinite or m.hard_limit_ok is False:
+                verdicts.append(_hard_failure(m, base_m, suite, policy, name))
+                continue
+            if base_m is None:
+                verdicts.append(
+                    MetricVerdict(
+                        **common, verdict=Verdict.SKIPPED, reason=f"{name}: not in the baseline"
+                    )
+                )
+                continue
+            margin = policy.margins.get(name, m.margin)
+            if m.direction is Direction.INFO or margin is None:
+                verdicts.append(
+                    MetricVerdict(
+                        **common,
+                        baseline=base_m.value,
+                        verdict=Verdict.NOT_GATED,
+                        reason=f"{name}: reported only",
+                    )
+                )
+                continue
+            if m.needs_reference and self_scored:
+                verdicts.append(
+                    MetricVerdict(
+                        **common,
+                        baseline=base_m.value,
+                        verdict=Verdict.SKIPPED,
+                        reason=f"{name}: the candidate was not scored under the base model (pass --base)",
+                    )
+                )
+                continue
+            verdicts.append(_compare(m, base_m, suite, float(margin), policy, name))
+
+    # Holm across every metric with a regression p-value: a "regressed" must survive it.
+    tested = [v for v in verdicts if v.p_regressed is not None]
+    adjusted = holm_adjusted([float(v.p_regressed) for v in tested]) if tested else []  # type: ignore[arg-type]
+    for v, p_adj in zip(tested, adjusted, strict=True):
+        v.p_regressed_holm = p_adj
+        if v.verdict is Verdict.REGRESSED and v.method != "point" and p_adj >= policy.alpha:
+            v.verdict = Verdict.INCONCLUSIVE
+            v.reason = (
+                v.reason.rstrip(".")
+                + f", but not after the Holm correction across {len(tested)} metrics."
+            )
+
+    refuse = any(blocks(v, policy) for v in verdicts)
+    reasons = [v.reason for v in verdicts if v.verdict in (*_BLOCKING, Verdict.INCONCLUSIVE)]
+    if not refuse:
+        gated = sum(1 for v in verdicts if v.verdict in (Verdict.PASS, Verdict.IMPROVED))
+        reasons = [
+            f"all {gated} gated metrics are non-inferior to the baseline and every hard limit holds."
+        ]
+    return GateDecision(
+        decision="refuse" if refuse else "promote",
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        candidate=candidate.provenance.model,
+        baseline_model=baseline.base_model,
+        baseline_fingerprint=baseline.base_fingerprint,
+        baseline_checksum=baseline.checksum,
+        baseline_path=baseline_path,
+        policy=policy,
+        verdicts=verdicts,
+        reasons=reasons,
+    )

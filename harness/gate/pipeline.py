@@ -1,0 +1,369 @@
+"""The one gate pipeline, shared by ``gate``, ``train-and-gate`` and the pytest plugin.
+
+Three steps, each with one job:
+
+1. :func:`prepare` — everything that can be decided without loading a model, done once: resolve
+   and fingerprint the candidate and its base (:func:`~dpo_harness.evaluation.loading.resolve_model`),
+   find the baseline (by the base's fingerprint, then by name), check that it is the baseline of
+   *this* base and that a given ``--report`` is about *this* candidate, build the compatibility
+   key from the suites, data, settings and tokenizer and check it, validate the policy's margins
+   against the suites' metrics, and check that the promote target can be filled without loss.
+   A problem here is exit 2 before any model is loaded.
+2. :func:`execute` — evaluate the candidate (or read its report) and decide. Writes nothing.
+   Under a launcher every process takes its share of the requests and reaches the same decision.
+3. :func:`publish` — the only writer: ``report.json``, ``decision.json``, ``gate.md``, and the
+   promotion or the refusal record. Called on the main process only.
+
+``run_gate`` and ``finish`` (the 0.1 API) remain, built from these steps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dpo_harness.errors import BadInputError
+from dpo_harness.evaluation.evaluate import load_from_config, make_suites
+from dpo_harness.evaluation.loading import (
+    LoadedModel,
+    ResolvedModel,
+    resolve_model,
+    tokenizer_identity,
+)
+from dpo_harness.evaluation.measure import MEASUREMENT_VERSION
+from dpo_harness.evaluation.suite import Suite
+from dpo_harness.files import atomic_write_text, load_model_file, write_model_file
+from dpo_harness.gate.baseline import (
+    Baseline,
+    CompatibilityKey,
+    baselines_dir,
+    find_baseline,
+    load_baseline,
+)
+from dpo_harness.gate.decision import GateDecision, GatePolicy, gate
+from dpo_harness.gate.render import render_gate_markdown
+from dpo_harness.launcher import Distributed
+from dpo_harness.schema import EvalConfig, EvalReport, SuiteIdentity
+
+__all__ = [
+    "GatePlan",
+    "GateRun",
+    "execute",
+    "finish",
+    "locate_baseline",
+    "prepare",
+    "publish",
+    "run_gate",
+]
+
+
+@dataclass
+class GatePlan:
+    """What :func:`prepare` found: enough to evaluate, decide and publish without asking again."""
+
+    config: EvalConfig  # with the baseline's suites when none were chosen
+    candidate: ResolvedModel | None  # None: gating a report whose model is not at hand
+    base: ResolvedModel | None
+    baseline: Baseline
+    baseline_path: Path
+    suites: list[Suite]
+    policy: GatePolicy
+    out_dir: Path
+    report_file: Path | None = None
+    promote_to: Path | None = None
+    notes: list[str] = field(default_factory=list)  # logged overrides, said in the decision
+
+
+@dataclass
+class GateRun:
+    """The evaluated candidate and the decision (nothing written yet)."""
+
+    report: EvalReport
+    baseline: Baseline
+    baseline_path: Path
+    decision: GateDecision
+    out_dir: Path
+    plan: GatePlan | None = None
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def _base_of(
+    config: EvalConfig, candidate: ResolvedModel | None, baseline_file: Path | None
+) -> ResolvedModel | None:
+    """The candidate's base: an adapter's own, else ``--base``; None if neither says."""
+    if candidate is not None and candidate.base is not None:
+        return candidate.base
+    if config.base is not None:
+        return resolve_model(config.base, allow_pickle=config.allow_pickle)
+    return None
+
+
+def _find(
+    base: ResolvedModel | None, config: EvalConfig, baseline_file: Path | None, directory: Path
+) -> Path:
+    if baseline_file is not None:
+        return baseline_file
+    if base is None:
+        raise BadInputError(
+            f"cannot tell the base model of {config.checkpoint or 'demo'} (a full model, not an adapter)",
+            "pass --base BASE_MODEL or --baseline FILE",
+        )
+    return find_baseline(directory, base_ref=base.ref, base_fingerprint=base.fingerprint)
+
+
+def _check_baseline_is_for(
+    stored: Baseline, base: ResolvedModel | None, path: Path, *, allow_mismatch: bool
+) -> list[str]:
+    """The baseline must describe the candidate's base model, or the user says otherwise."""
+    if base is None or stored.base_fingerprint == base.fingerprint:
+        return []
+    said = (
+        f"{path} is the baseline of {stored.base_model} ({stored.base_fingerprint[:19]}…), "
+        f"not of the candidate's base {base.ref} ({base.fingerprint[:19]}…)"
+    )
+    if not allow_mismatch:
+        raise BadInputError(
+            said,
+            "pass the baseline of this base model, or --allow-baseline-mismatch to compare anyway "
+            "(the decision then records it)",
+        )
+    return [f"compared against another model's baseline (--allow-baseline-mismatch): {said}"]
+
+
+def _check_report_is_for(report: EvalReport, candidate: ResolvedModel | None, path: Path) -> None:
+    if candidate is None:
+        return
+    got = report.provenance.model.fingerprint
+    if got != candidate.fingerprint:
+        raise BadInputError(
+            f"{path} is the evaluation of {report.provenance.model.ref} ({got[:19]}…), not of "
+            f"{candidate.ref} ({candidate.fingerprint[:19]}…); a gate decides on evidence about "
+            "the candidate's own weights",
+            "evaluate the candidate (drop --report), or pass the report made for it",
+        )
+
+
+def _check_margins(policy: GatePolicy, suites: list[Suite]) -> None:
+    known = {f"{s.name}::{spec.name}" for s in suites for spec in s.metric_specs()}
+    unknown = sorted(set(policy.margins) - known)
+    if unknown:
+        raise BadInputError(
+            f"--margin names metric(s) the gated suites do not report: {', '.join(unknown)}",
+            "use SUITE::METRIC as listed by `dpo-harness suites`",
+        )
+
+
+def prepare(
+    config: EvalConfig,
+    *,
+    baseline_file: Path | None = None,
+    baselines_directory: Path | None = None,
+    policy: GatePolicy | None = None,
+    report_file: Path | None = None,
+    promote_to: Path | None = None,
+    out_dir: Path,
+    allow_baseline_mismatch: bool = False,
+    candidate: ResolvedModel | None = None,
+) -> GatePlan:
+    """Resolve, fingerprint, find and check everything before any model is loaded."""
+    from dpo_harness.gate.promotion import check_promotable
+
+    policy = policy or GatePolicy()
+    if promote_to is not None:
+        check_promotable(promote_to)
+    if candidate is None:
+        candidate = resolve_model(
+            config.checkpoint, base_override=config.base, allow_pickle=config.allow_pickle
+        )
+    base = _base_of(config, candidate, baseline_file)
+    path = _find(base, config, baseline_file, baselines_dir(baselines_directory))
+    stored = load_baseline(path)
+    if base is None:  # an explicit --baseline for a full model: its base is the baseline's model
+        try:
+            base = resolve_model(stored.base_model, allow_pickle=config.allow_pickle)
+        except BadInputError:
+            raise BadInputError(
+                f"{path} names its base model {stored.base_model!r}, which cannot be found here",
+                "pass the base model with --base",
+            ) from None
+    notes = _check_baseline_is_for(stored, base, path, allow_mismatch=allow_baseline_mismatch)
+    if "suites" not in config.model_fields_set:
+        config = config.model_copy(update={"suites": list(stored.key.suites)})
+    if config.base is None:
+        config = config.model_copy(update={"base": base.ref})
+    suites = make_suites(config)
+    _check_margins(policy, suites)
+    if report_file is not None:
+        report = load_model_file(report_file, EvalReport, what="evaluation report")
+        _check_report_is_for(report, candidate, report_file)
+        from dpo_harness.gate.baseline import key_of
+
+        key = key_of(report)
+    else:
+        template_hash, vocab_hash = tokenizer_identity(candidate, config.trust_remote_code)
+        key = CompatibilityKey(
+            suites={
+                s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites
+            },
+            generation=config.generation,
+            chat_template_hash=template_hash,
+            tokenizer_hash=vocab_hash,
+            measurement=MEASUREMENT_VERSION,
+        )
+    stored.check_key(key, [s.name for s in suites], with_data=config.suite_data)
+    return GatePlan(
+        config=config,
+        candidate=candidate,
+        base=base,
+        baseline=stored,
+        baseline_path=path,
+        suites=suites,
+        policy=policy,
+        out_dir=out_dir,
+        report_file=report_file,
+        promote_to=promote_to,
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------- execute
+
+
+def execute(
+    plan: GatePlan,
+    *,
+    loaded: LoadedModel | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    command: str | None = None,
+    distributed: Distributed | None = None,
+) -> GateRun:
+    """Evaluate the candidate (or read its report) and decide. Writes nothing."""
+    from dpo_harness.evaluation.evaluate import evaluate_loaded
+
+    t0 = time.perf_counter()
+    if plan.report_file is not None:
+        report = load_model_file(plan.report_file, EvalReport, what="evaluation report")
+    else:
+        assert plan.candidate is not None and plan.base is not None
+        if loaded is None:
+            loaded = load_from_config(plan.config, plan.candidate)
+        reference = None
+        if not loaded.is_adapter:  # an adapter's reference is itself with the adapter off
+            reference = load_from_config(plan.config, plan.base)
+        load_s = time.perf_counter() - t0
+        report = evaluate_loaded(
+            loaded,
+            plan.config,
+            reference=reference,
+            suites=plan.suites,
+            progress=progress,
+            log=log,
+            command=command,
+            distributed=distributed,
+        )
+        report.provenance.timings["load"] = round(load_s, 3)
+        report.provenance.timings["total"] = round(time.perf_counter() - t0, 3)
+    decision = gate(report, plan.baseline, plan.policy, baseline_path=str(plan.baseline_path))
+    if plan.notes:
+        decision = decision.model_copy(update={"notes": [*decision.notes, *plan.notes]})
+    return GateRun(
+        report=report,
+        baseline=plan.baseline,
+        baseline_path=plan.baseline_path,
+        decision=decision,
+        out_dir=plan.out_dir,
+        plan=plan,
+    )
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def publish(
+    run: GateRun,
+    *,
+    promote_to: Path | None = None,
+    candidate_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> GateDecision:
+    """Write the evaluation and the decision, and promote or record the refusal (main process only)."""
+    from dpo_harness.gate.promotion import promote, record_refusal
+
+    decision = run.decision
+    write_model_file(run.out_dir / "report.json", run.report)
+    if promote_to is not None:
+        if decision.decision == "promote":
+            if candidate_dir is None:
+                raise BadInputError(
+                    "cannot promote a candidate that is not a local directory", "download it first"
+                )
+            decision = promote(candidate_dir, promote_to, decision)
+        else:
+            record = record_refusal(promote_to, decision)
+            log(f"refused: {promote_to} left untouched; refusal recorded at {record}")
+    write_model_file(run.out_dir / "decision.json", decision)
+    atomic_write_text(run.out_dir / "gate.md", render_gate_markdown(decision))
+    run.decision = decision
+    return decision
+
+
+# --------------------------------------------------------------------------- the 0.1 API
+
+
+def locate_baseline(config: EvalConfig, explicit: Path | None, directory: Path) -> Path:
+    """The baseline file a gate of ``config.checkpoint`` would use."""
+    candidate = resolve_model(
+        config.checkpoint, base_override=config.base, allow_pickle=config.allow_pickle
+    )
+    return _find(_base_of(config, candidate, explicit), config, explicit, directory)
+
+
+def run_gate(
+    config: EvalConfig,
+    *,
+    baseline_file: Path | None = None,
+    baselines_directory: Path | None = None,
+    policy: GatePolicy | None = None,
+    report_file: Path | None = None,
+    out_dir: Path,
+    quiet: bool = True,
+    log: Callable[[str], None] | None = None,
+    command: str | None = None,
+    loaded: LoadedModel | None = None,
+    distributed: Distributed | None = None,
+) -> GateRun:
+    """Prepare and execute, then write ``report.json`` (the main process); no promotion."""
+    plan = prepare(
+        config,
+        baseline_file=baseline_file,
+        baselines_directory=baselines_directory,
+        policy=policy,
+        report_file=report_file,
+        out_dir=out_dir,
+    )
+    run = execute(
+        plan,
+        loaded=loaded,
+        progress=not quiet,
+        log=None if quiet else log,
+        command=command,
+        distributed=distributed,
+    )
+    if distributed is None or distributed.is_main:
+        write_model_file(out_dir / "report.json", run.report)
+    return run
+
+
+def finish(
+    run: GateRun,
+    promote_to: Path | None,
+    candidate_dir: Path | None,
+    log: Callable[[str], None] = print,
+) -> GateDecision:
+    """Promote or record the refusal, then write decision.json and gate.md (see :func:`publish`)."""
+    return publish(run, promote_to=promote_to, candidate_dir=candidate_dir, log=log)

@@ -1,0 +1,432 @@
+"""Promotion: put a candidate that passed the gate where it will be used — and lose nothing.
+
+What a promotion guarantees (docs/safety.md):
+
+- **Never deletes what is not an earlier promotion.** The target must be new, empty, or a
+  directory this module wrote before (its ``decision.json`` lists every file in it). Anything
+  else — a directory of the user's files, a regular file, the current directory — is refused
+  before any model is evaluated (:func:`check_promotable`), and again at promotion time.
+- **A promoted model cannot change after its gate.** Files are *copied* (never hard-linked: a
+  later ``save_pretrained`` into the candidate directory would otherwise rewrite the promoted
+  copy), symlinks are dereferenced so nothing points outside the promotion, and each file's
+  sha256 is recorded in ``decision.json`` (``files``). The copied weights are re-fingerprinted and
+  must match the fingerprint the gate evaluated; ``dpo-harness verify DIR`` re-checks later.
+  Files are made read-only (readable by the group, like any other output).
+- **Atomic.** Everything is written into a temporary sibling directory first, under a lock. The
+  new directory then replaces the old one with one ``renameat2(RENAME_EXCHANGE)`` where Linux
+  offers it; elsewhere with two renames, and a crash between them is repaired by the next
+  promotion or ``verify`` (the earlier promotion is moved back). Leftovers of crashed runs are
+  removed under the lock.
+
+On refusal the promote directory is not touched; a refusal record is written next to it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import datetime as _dt
+import errno
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+import yaml
+from dpo_harness.errors import BadInputError, HarnessError
+from dpo_harness.evaluation.fingerprint import text_hash
+from dpo_harness.files import atomic_write_text, output_error
+from dpo_harness.gate.decision import GateDecision
+from dpo_harness.gate.render import GATE_HEADERS, gate_rows
+from filelock import FileLock, Timeout
+
+__all__ = [
+    "MODEL_FILE_PATTERNS",
+    "VerifyResult",
+    "check_promotable",
+    "model_card",
+    "promote",
+    "record_refusal",
+    "verify_promotion",
+]
+
+MODEL_FILE_PATTERNS = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "trainer_state.json",
+)
+# Files a promotion writes itself, besides the model files it lists in decision.json.
+_OWN_FILES = ("decision.json", "README.md")
+_CHUNK = 8 << 20
+
+
+# --------------------------------------------------------------------------- target checks
+
+
+def _is_earlier_promotion(target: Path) -> bool:
+    """True when every file in ``target`` was put there by a promotion (so replacing loses nothing)."""
+    decision_file = target / "decision.json"
+    try:
+        raw = json.loads(decision_file.read_text(encoding="utf-8"))
+        earlier = GateDecision.model_validate(raw)
+    except (OSError, ValueError):
+        return False
+    if earlier.decision != "promote" or not earlier.promoted_to:
+        return False
+    present = {p.name for p in target.iterdir()}
+    if any((target / n).is_dir() and not (target / n).is_symlink() for n in present):
+        return False
+    if earlier.files is not None:
+        listed = set(earlier.files) | set(_OWN_FILES)
+    else:  # promoted by a version that kept no manifest: only model files and our own two
+        listed = {
+            n for n in present if any(target.joinpath(n).match(p) for p in MODEL_FILE_PATTERNS)
+        }
+        listed |= set(_OWN_FILES)
+    return present <= listed
+
+
+def check_promotable(target: Path) -> None:
+    """Refuse (exit 2) a promote target that a promotion could not fill without losing data.
+
+    Called before any model is evaluated, so a bad ``--promote-to`` costs nothing.
+    """
+    target = Path(target)
+    absolute = Path(os.path.abspath(target))
+    if target.is_symlink():
+        raise BadInputError(
+            f"--promote-to {target} is a symbolic link; a promotion replaces a directory, not a link",
+            "pass the real directory, or a new path",
+        )
+    if target.exists() and not target.is_dir():
+        raise BadInputError(
+            f"--promote-to {target} is an existing file, not a directory; nothing was changed",
+            "choose a new directory for the promoted model",
+        )
+    if absolute == Path.cwd() or absolute == Path(absolute.anchor):
+        raise BadInputError(
+            f"--promote-to {target} is the current (or root) directory; a promotion replaces its target",
+            "pass a new directory, e.g. --promote-to promoted/",
+        )
+    if target.is_dir() and any(target.iterdir()) and not _is_earlier_promotion(target):
+        raise BadInputError(
+            f"--promote-to {target} holds files that are not an earlier dpo-harness promotion; "
+            "nothing was changed",
+            "choose a new or empty directory, or move those files away first",
+        )
+    parent = absolute.parent
+    ancestor = parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise BadInputError(
+            f"cannot create --promote-to {target}: {ancestor} is a file, not a directory",
+            "choose a promote directory whose parent is a directory",
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BadInputError(
+            f"cannot write the promoted model: {ancestor} is not writable",
+            "choose a writable --promote-to directory",
+        )
+
+
+# --------------------------------------------------------------------------- copying
+
+
+def _copy_hashed(src: Path, dst: Path) -> str:
+    """Copy ``src``'s content (symlinks dereferenced) to a new regular file; return its sha256."""
+    h = hashlib.sha256()
+    with src.open("rb") as fin, dst.open("xb") as fout:
+        while chunk := fin.read(_CHUNK):
+            h.update(chunk)
+            fout.write(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return "sha256:" + h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _model_files(candidate_dir: Path) -> list[Path]:
+    files = {
+        p
+        for pattern in MODEL_FILE_PATTERNS
+        for p in candidate_dir.glob(pattern)
+        if p.is_file()  # follows symlinks: their content is copied, never the link
+    }
+    return sorted(files)
+
+
+def _check_same_model(copied: Path, decision: GateDecision) -> None:
+    """The copied files must be the files the gate evaluated (the candidate may have changed since)."""
+    from dpo_harness.evaluation.loading import checkpoint_fingerprint, resolve_checkpoint
+
+    own = checkpoint_fingerprint(resolve_checkpoint(str(copied), allow_pickle=True))
+    cand = decision.candidate
+    expected = cand.fingerprint
+    got = text_hash(cand.base_fingerprint + "+" + own) if cand.base_fingerprint else own
+    if got != expected:
+        raise BadInputError(
+            "the candidate's files changed after they were evaluated (fingerprint "
+            f"{expected[:19]}… at the gate, {got[:19]}… now); nothing was promoted",
+            "do not write into a checkpoint while it is gated; gate it again",
+        )
+
+
+# --------------------------------------------------------------------------- atomic swap
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not hasattr(os, "uname") or os.uname().sysname != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False  # file system or kernel without RENAME_EXCHANGE: fall back to two renames
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _leftovers(target: Path, kind: str) -> list[Path]:
+    return sorted(target.parent.glob(f".{target.name}.{kind}-*"))
+
+
+def recover(target: Path) -> list[str]:
+    """Repair what a crashed promotion left (call under the promotion lock); say what was done."""
+    said = []
+    replaced = _leftovers(target, "replaced")
+    if not target.exists() and replaced:
+        # A crash between the two renames: the earlier promotion goes back where it was.
+        os.replace(replaced[-1], target)
+        said.append(f"restored the earlier promotion {target} from {replaced[-1].name}")
+        replaced = replaced[:-1]
+    for p in [*replaced, *_leftovers(target, "promote")]:
+        _make_writable(p)
+        shutil.rmtree(p, ignore_errors=True)
+        said.append(f"removed {p.name}, left by an interrupted promotion")
+    return said
+
+
+def _make_writable(directory: Path) -> None:
+    for p in [directory, *directory.rglob("*")] if directory.is_dir() else []:
+        try:
+            mode = p.lstat().st_mode
+            if not stat.S_ISLNK(mode):
+                os.chmod(p, mode | stat.S_IWUSR)
+        except OSError:
+            pass
+
+
+def _lock(target: Path) -> FileLock:
+    return FileLock(str(target.parent / f".{target.name}.lock"), timeout=300)
+
+
+# --------------------------------------------------------------------------- promote
+
+
+def model_card(decision: GateDecision) -> str:
+    """README.md with YAML metadata (model card) and the gate table."""
+    from tabulate import tabulate
+
+    meta = {
+        "library_name": "transformers" if not decision.candidate.is_adapter else "peft",
+        "base_model": decision.baseline_model,
+        "tags": ["dpo-harness", "gated", "japanese"],
+        "dpo_harness": {
+            "decision": decision.decision,
+            "candidate_fingerprint": decision.candidate.fingerprint,
+            "baseline_checksum": decision.baseline_checksum,
+            "gated_at": decision.created_at,
+        },
+    }
+    table = tabulate(gate_rows(decision), headers=GATE_HEADERS, tablefmt="github")
+    body = [
+        f"# {Path(decision.candidate.ref).name}",
+        "",
+        f"Promoted by dpo-harness: every gated metric is non-inferior to the baseline of "
+        f"`{decision.baseline_model}` and every hard limit holds.",
+        "",
+        table,
+        "",
+        *[f"- {r}" for r in decision.reasons],
+    ]
+    return (
+        "---\n"
+        + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+        + "---\n\n"
+        + "\n".join(body)
+        + "\n"
+    )
+
+
+def promote(candidate_dir: Path, target: Path, decision: GateDecision) -> GateDecision:
+    """Copy the candidate's model files, decision.json and README.md to ``target`` atomically.
+
+    Returns the decision as written into the promotion (with ``promoted_to`` and ``files``).
+    """
+    if decision.decision != "promote":
+        raise ValueError("refusing to promote a candidate the gate refused")
+    candidate_dir, target = Path(candidate_dir), Path(target)
+    check_promotable(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(target):
+            recover(target)
+            check_promotable(target)  # again, under the lock: another process may have written
+            return _promote_locked(candidate_dir, target, decision)
+    except HarnessError:
+        raise
+    except Timeout:
+        raise BadInputError(
+            f"another process is promoting to {target}", "wait for it to finish and gate again"
+        ) from None
+    except OSError as exc:
+        raise output_error(target, exc, what="the promoted model") from exc
+
+
+def _promote_locked(candidate_dir: Path, target: Path, decision: GateDecision) -> GateDecision:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.promote-", dir=target.parent))
+    umask = _umask()
+    try:
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700: teammates must be able to read it
+        hashes = {
+            src.name: _copy_hashed(src, tmp / src.name) for src in _model_files(candidate_dir)
+        }
+        _check_same_model(tmp, decision)
+        final = decision.model_copy(update={"promoted_to": str(target), "files": hashes})
+        atomic_write_text(tmp / "decision.json", final.model_dump_json(indent=2) + "\n")
+        atomic_write_text(tmp / "README.md", model_card(final))
+        for p in tmp.iterdir():  # read-only: the promoted model is what was gated
+            os.chmod(p, 0o444 & ~umask)
+        _fsync_dir(tmp)
+        if target.exists():
+            if _renameat2_exchange(tmp, target):
+                old = tmp  # the earlier promotion now lives at the temporary name
+            else:
+                stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+                old = target.with_name(f".{target.name}.replaced-{stamp}")
+                os.replace(target, old)
+                os.replace(tmp, target)
+            _fsync_dir(target.parent)
+            _make_writable(old)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
+    except BaseException:
+        if tmp.exists():
+            _make_writable(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def record_refusal(target: Path, decision: GateDecision) -> Path:
+    """Write the refusal next to the promote directory (which stays untouched)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    path = Path(target).with_name(f"{Path(target).name}.refusals") / f"{stamp}.json"
+    atomic_write_text(path, decision.model_dump_json(indent=2) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- verify
+
+
+class VerifyResult:
+    """What ``dpo-harness verify`` found: files that changed, went missing or appeared."""
+
+    def __init__(self, directory: Path, decision: GateDecision) -> None:
+        self.directory = directory
+        self.decision = decision
+        self.changed: list[str] = []
+        self.missing: list[str] = []
+        self.extra: list[str] = []
+        self.notes: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changed or self.missing or self.extra)
+
+
+def verify_promotion(directory: Path) -> VerifyResult:
+    """Re-hash every promoted file against the hashes recorded at promotion time."""
+    from dpo_harness.files import load_model_file
+
+    directory = Path(directory)
+    if directory.parent.exists():
+        try:
+            with _lock(directory):
+                notes = recover(directory)
+        except (OSError, Timeout):
+            notes = []
+    else:
+        notes = []
+    decision_file = directory / "decision.json"
+    if not decision_file.is_file():
+        raise BadInputError(
+            f"{directory} is not a dpo-harness promotion (no decision.json)",
+            "pass the directory given to --promote-to",
+        )
+    decision = load_model_file(decision_file, GateDecision, what="gate decision")
+    if decision.files is None:
+        raise BadInputError(
+            f"{directory} was promoted by a dpo-harness without file hashes; it cannot be verified",
+            "gate and promote the model again with this version",
+        )
+    result = VerifyResult(directory, decision)
+    result.notes = notes
+    present = {p.name for p in directory.iterdir()}
+    for name, expected in sorted(decision.files.items()):
+        path = directory / name
+        if not path.is_file():
+            result.missing.append(name)
+        elif path.is_symlink() or _file_sha256(path) != expected:
+            result.changed.append(name)
+    result.extra = sorted(present - set(decision.files) - set(_OWN_FILES))
+    return result

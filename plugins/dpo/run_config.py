@@ -1,0 +1,102 @@
+"""The DPO run config (YAML): model, data, LoRA, training, guards — validated, errors name the field.
+
+Precision is always explicit (TRL >= 0.19 defaults to bf16, which raises on a CPU-only machine)
+and ``logging_nan_inf_filter`` is always off (the Trainer's default hid the seed run's NaNs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from dpo_harness.training.plugin import RunConfigBase
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "DEMO_PREFERENCES",
+    "DPORunConfig",
+    "DatasetSettings",
+    "GuardSettings",
+    "LoraSettings",
+    "TrainingSettings",
+]
+
+DEMO_PREFERENCES = Path(__file__).resolve().parent / "data" / "demo_preferences.jsonl"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSettings(_Strict):
+    """Preference data through ``datasets.load_dataset``: a local JSONL/JSON/parquet file or a hub id."""
+
+    path: str  # a file, a hub dataset id, or "demo" for the preference pairs that ship with the plugin
+    split: str = "train"
+    eval_path: str | None = None  # default: the same source, ``eval_split``
+    eval_split: str | None = None
+    split_field: str | None = (
+        None  # a column that names each row's split (the demo file has "split")
+    )
+
+
+class LoraSettings(_Strict):
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    use_rslora: bool = False
+
+
+class TrainingSettings(_Strict):
+    precision: Literal["fp32", "bf16", "fp16"]  # no default on purpose: say what you train in
+    per_device_train_batch_size: int = Field(default=8, ge=1)
+    per_device_eval_batch_size: int = Field(default=8, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = Field(default=0.1, ge=0)  # < 1: a share of the steps
+    beta: float = Field(default=0.1, gt=0)
+    loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"])
+    loss_weights: list[float] | None = None
+    max_length: int = Field(default=512, ge=8)
+    max_steps: int | None = Field(default=None, ge=1)
+    num_train_epochs: float | None = Field(default=None, gt=0)
+    logging_steps: int = Field(default=10, ge=1)
+    save_steps: int = Field(default=50, ge=1)
+    eval_steps: int | None = Field(default=None, ge=1)
+    max_grad_norm: float = Field(default=1.0, ge=0)
+    activation_checkpointing: bool = False
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainingSettings:
+        if (self.max_steps is None) == (self.num_train_epochs is None):
+            raise ValueError("set exactly one of max_steps and num_train_epochs")
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"loss_weights has {len(self.loss_weights)} entries for {len(self.loss_type)} loss types"
+            )
+        return self
+
+
+class GuardSettings(_Strict):
+    """Training-time guards. Non-finite values always stop the run; the rest are configurable."""
+
+    not_learning_after_steps: int = Field(default=20, ge=1)
+    over_optimisation: Literal["stop", "warn", "off"] = "stop"
+    max_margin_over_beta: float = Field(default=100.0, gt=0)  # rewards/margins / beta
+    early_fraction: float = Field(default=0.5, gt=0, le=1)  # "early" = this share of the steps
+    logps_drop_nats: float = Field(
+        default=60.0, gt=0
+    )  # logps/chosen below its first value by this much
+    entropy_band: float = Field(default=2.0, gt=1)  # entropy within [first / band, first * band]
+
+
+class DPORunConfig(RunConfigBase):
+    plugin: Literal["dpo"] = "dpo"
+    dataset: DatasetSettings
+    lora: LoraSettings | None = Field(default_factory=LoraSettings)  # None: full fine-tune
+    training: TrainingSettings
+    guards: GuardSettings = Field(default_factory=GuardSettings)
+    skip_bad_rows: bool = False
