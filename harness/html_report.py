@@ -610,7 +610,7 @@ def _forest_svg(rows: Sequence[_ForestRow], *, axis: str, label: str) -> str:
             g.append(_svg_mark(r.verdict, left - 12, yc))
         g.append(
             f'<text x="{_n(verdict_x)}" y="{_n(yc + 4)}" font-size="12" font-weight="600" fill="{colour}">{_esc(vlabel)}</text>'
-            f'<text x="{_n(text_x)}" y="{_n(yc + 4)}" font-size="12" fill="#1b1f24">{_esc(_short(r.text, 42))}</text>'
+            f'<text x="{_n(text_x)}" y="{_n(yc + 4)}" font-size="12" fill="#1b1f24">{_esc(_short(r.text, 36))}</text>'
         )
         g.append("</g>")
         parts.append("".join(g))
@@ -680,8 +680,8 @@ def _gate_forest_rows(decision: GateDecision) -> list[_ForestRow]:
         else:
             est, lo, hi, lines = _scaled(v.direction, v.margin, v.diff, v.ci_low, v.ci_high)
         unit = f" {v.unit}" if v.unit and v.unit not in ("share", "ratio") else ""
-        if v.diff is not None:
-            text = f"Δ {_signed(v.diff)}{unit} {_interval_text(v.ci_low, v.ci_high)}"
+        if v.diff is not None:  # units are in the table and the tooltip: keep the column narrow
+            text = f"Δ {_signed(v.diff)} {_interval_text(v.ci_low, v.ci_high)}"
         else:
             text = f"{_fmt(v.candidate)}{unit} (baseline {_fmt(v.baseline)})"
         margin_text = (
@@ -753,6 +753,9 @@ class _Item:
         return "changed"
 
 
+_SAME = 1e-5  # relative difference below which two per-item values are the same
+
+
 def _spread(m: MetricResult) -> float:
     vals = [v for v in m.per_sample.values() if v is not None]
     if len(vals) >= 2:
@@ -791,7 +794,8 @@ def _item_deltas(suite_before: SuiteResult, suite_after: SuiteResult) -> dict[st
                 continue
             if prior is not None and after is not None:
                 diff = after - prior
-                if abs(diff) <= 1e-9 * max(1.0, abs(prior)):
+                # Float noise (batch composition moves a log-likelihood by ~1e-7) is no change.
+                if abs(diff) <= _SAME * max(1.0, abs(prior), abs(after)):
                     continue
                 score = abs(diff) / scale
                 if m.direction is Direction.INFO:
@@ -952,7 +956,7 @@ def _item_row(it: _Item, *, answer_limit: int, prompt_limit: int) -> str:
             _answer_cell(it.after, limit=answer_limit)
         )
     badge = f'<span class="badge {it.tone}">{it.tone}</span>'
-    moved = f'{badge}<div class="meta">{it.moved:.3g}</div>' if it.changed else badge
+    moved = f'{badge}<div class="meta">{it.moved:.3g} sd</div>' if it.changed else badge
     cat = f'<div class="meta">{_esc(it.category)}</div>' if it.category else ""
     return (
         f'<tr class="item" data-suite="{_esc(it.suite)}" data-category="{_esc(it.category)}" '
@@ -1477,7 +1481,7 @@ def render_eval_html(report: EvalReport) -> str:
                 f'<tr><td><code>{_esc(metric)}</code></td><td class=num>skipped</td><td colspan="5" class="muted">{_esc(why)}</td></tr>'
             )
         blocks.append(
-            f'<h3>{_esc(s.name)} <span class="muted">v{_esc(s.version)} · {s.n_items} items · {s.seconds:.1f} s</span></h3>'
+            f'<h3>{_esc(s.name)} <span class="muted">v{_esc(s.version)} · {s.n_items} items</span></h3>'
             + _table(
                 ["metric", "value", "hard limit", "status", "direction", "gate margin", "items"],
                 rows,
@@ -1535,7 +1539,13 @@ def _update_reasons(old: Baseline, new: Baseline) -> list[str]:
         reasons.append(new.reason)
     if old.base_fingerprint != new.base_fingerprint:
         reasons.append("new base model weights (fingerprint changed)")
-    reasons += old.key.differences(new.key)
+    # differences() speaks of a baseline and a candidate; here they are the old and new baselines
+    reasons += [
+        d.replace("missing from the baseline", "new")
+        .replace("not in the candidate", "removed")
+        .replace("(baseline)", "(old)")
+        for d in old.key.differences(new.key)
+    ]
     if not reasons:
         reasons.append("re-run with unchanged inputs (a reproducibility check)")
     return reasons
@@ -1826,7 +1836,7 @@ def _curve_chart(
     sx, sy, parts = _chart_frame(0, max_step, y_lo, y_hi, w=w, h=h, pad=pad)
     base_y = h - pad[3]
     for e in events:
-        colour = "#D55E00" if e.severity == "error" or e.stopped else "#E69F00"
+        colour = "#D55E00" if e.severity == "error" or e.stopped else "#CC79A7"
         x = sx(e.step)
         parts.append(
             f'<g class="guard-event" data-step="{e.step}"><title>{_esc(f"guard event {e.number} at step {e.step}: {e.message}")}</title>'
@@ -2080,7 +2090,7 @@ def render_training_html(
     )
     curves = (
         '<section id="curves"><h2>Training curves</h2>'
-        '<p class="caption">Every guard event is a numbered dashed line at its step (vermillion: error or stop; orange: warning); '
+        '<p class="caption">Every guard event is a numbered dashed line at its step (vermillion: error or stop; purple: warning); '
         f"{_mark(Verdict.PASS, text=False)} / {_mark(Verdict.REGRESSED, text=False)} on the x axis: a checkpoint the gate promoted / refused; "
         "✕ on the x axis: a NaN or infinite logged value.</p>"
         + (
