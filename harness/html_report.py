@@ -1043,9 +1043,15 @@ def _drilldown(
         f"<p>{n_changed_all:,} of {len(everything):,} items changed a score. Sorted by how far they moved "
         "(the largest per-item change, in standard deviations of that metric over the baseline's items); "
         "▼ worse, ▲ better, ◆ moved either way on a band metric. Answers longer than "
-        f"{answer_limit:,} characters are cut; <code>report.json</code> has them whole. "
+        f"{answer_limit:,} characters are cut; <code>report.json</code> has them whole. Per-item "
+        f"differences below {_SAME:g} (relative) are float noise and do not count as a change. "
         "Link to a filtered view with e.g. <code>#suite=adtech&amp;changed=all</code>.</p>"
     )
+    if n_changed_all == 0:
+        intro += (
+            '<p class="banner promote" id="dd-none">No item changed a score: every answer scores '
+            "as before. Untick <i>changed items only</i> to browse all the answers.</p>"
+        )
     return (
         f'<section id="drilldown" data-changed="{n_changed}">{intro}{filters}'
         f'<div class="tablewrap"><table class="items" id="changed-items">{cols}<thead><tr>{head}</tr></thead>'

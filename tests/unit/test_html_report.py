@@ -365,6 +365,7 @@ def test_gate_page_promote_and_level_follows_alpha(base: EvalReport, baseline: B
     items = doc.find("tr", class_="item")
     assert items and all(a["data-changed"] == "0" and "hidden" in a for a in items)
     assert "No metric was refused" in text
+    assert "No item changed a score" in text
 
 
 def test_gate_page_inconclusive_headline(baseline: Baseline) -> None:
