@@ -1,7 +1,8 @@
 """Errors a user can meet, each with a one-line cause, a fix, and a distinct exit code.
 
 The CLI prints ``error: <cause>`` and ``  fix: <fix>`` and exits with ``exit_code`` — never a
-traceback for something the user can correct.
+traceback for something the user can correct. Anything else is a bug: one "internal error" line,
+the path of a crash log with the traceback, exit 3 (``--debug`` prints tracebacks instead).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_FAILED",
+    "EXIT_INTERNAL",
     "EXIT_OK",
     "BadInputError",
     "BaselineNotFoundError",
@@ -19,6 +21,7 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILED = 1  # a hard limit failed, the gate refused, or training was stopped
 EXIT_BAD_INPUT = 2  # missing checkpoint, malformed config or file, incompatible baseline
+EXIT_INTERNAL = 3  # a bug in dpo-harness: "internal error" and the path of a crash log
 
 
 class HarnessError(Exception):

@@ -163,9 +163,15 @@ def update(
         )
         report_path = directory / "reports" / f"{slug_for(stored.base_model)}-{stamp}.md"
         atomic_write_text(report_path, md)
+        from dpo_harness.reports.html import render_baseline_update_html
+
+        atomic_write_text(
+            report_path.with_suffix(".html"), render_baseline_update_html(old, stored, rows)
+        )
         click.echo(md)
         click.echo(
-            f"baseline written to {path}; previous kept at {previous}; report at {report_path}"
+            f"baseline written to {path}; previous kept at {previous}; report at {report_path} "
+            f"and {report_path.with_suffix('.html')}"
         )
         return EXIT_OK
 

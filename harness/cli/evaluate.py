@@ -58,12 +58,14 @@ def evaluate(checkpoint: str | None, out: Path | None, quiet: bool, **kw: Any) -
 def _write_evaluation(report: Any, out_dir: Path, code: int) -> int:
     from dpo_harness.evaluation.report import render_markdown, render_table
     from dpo_harness.files import atomic_write_text, write_model_file
+    from dpo_harness.reports.html import render_eval_html
 
     write_model_file(out_dir / "report.json", report)
     atomic_write_text(out_dir / "report.md", render_markdown(report))
+    atomic_write_text(out_dir / "report.html", render_eval_html(report))
     click.echo(render_table(report))
     total = report.provenance.timings.get("total", 0)
-    click.echo(f"\nreport: {out_dir / 'report.json'}  ({total:.1f} s)")
+    click.echo(f"\nreport: {out_dir / 'report.json'}, {out_dir / 'report.html'}  ({total:.1f} s)")
     return code
 
 

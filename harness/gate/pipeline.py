@@ -11,8 +11,8 @@ Three steps, each with one job:
    A problem here is exit 2 before any model is loaded.
 2. :func:`execute` — evaluate the candidate (or read its report) and decide. Writes nothing.
    Under a launcher every process takes its share of the requests and reaches the same decision.
-3. :func:`publish` — the only writer: ``report.json``, ``decision.json``, ``gate.md``, and the
-   promotion or the refusal record. Called on the main process only.
+3. :func:`publish` — the only writer: ``report.json``, ``decision.json``, ``gate.md``,
+   ``report.html`` (:mod:`dpo_harness.reports.html`), and the promotion or the refusal record. Called on the main process only.
 
 ``run_gate`` and ``finish`` (the 0.1 API) remain, built from these steps.
 """
@@ -293,6 +293,7 @@ def publish(
 ) -> GateDecision:
     """Write the evaluation and the decision, and promote or record the refusal (main process only)."""
     from dpo_harness.gate.promotion import promote, record_refusal
+    from dpo_harness.reports.html import render_gate_html
 
     decision = run.decision
     write_model_file(run.out_dir / "report.json", run.report)
@@ -308,6 +309,9 @@ def publish(
             log(f"refused: {promote_to} left untouched; refusal recorded at {record}")
     write_model_file(run.out_dir / "decision.json", decision)
     atomic_write_text(run.out_dir / "gate.md", render_gate_markdown(decision))
+    atomic_write_text(
+        run.out_dir / "report.html", render_gate_html(decision, run.report, run.baseline)
+    )
     run.decision = decision
     return decision
 

@@ -34,6 +34,7 @@ from dpo_harness.gate.baseline import (
     replace_baseline,
     slug_for,
 )
+from dpo_harness.gate.decision import GateDecision
 from dpo_harness.gate.pipeline import GateRun, execute, prepare, publish
 from dpo_harness.gate.promotion import check_promotable
 from dpo_harness.launcher import Distributed, is_main_process, process_group
@@ -299,9 +300,10 @@ def _gate_checkpoints(
         summary.reason = "not the main process: it trained and evaluated its share"
         return summary
     best = _best(outcomes, config)
+    decisions: dict[int, GateDecision] = {}
     for o in outcomes:  # publish each gate once; only the best is promoted
         promote_here = best is not None and o.name == best.name
-        publish(
+        decisions[o.step] = publish(
             runs[o.name],
             promote_to=target if promote_here else None,
             candidate_dir=o.path if promote_here else None,
@@ -310,7 +312,7 @@ def _gate_checkpoints(
     if best is None:
         summary.outcome = "refused"
         summary.reason = f"none of the {len(outcomes)} checkpoint(s) passed the gate"
-        return _write(summary, out_dir, t0)
+        return _write(summary, out_dir, t0, decisions)
     summary.outcome = "promoted"
     summary.promoted = best.name
     summary.promoted_to = target
@@ -318,7 +320,7 @@ def _gate_checkpoints(
         f"{best.name} (step {best.step}) passed the gate with the best {best.primary_metric} "
         f"= {format_value(best.primary_value)}; promoted to {target}"
     )
-    return _write(summary, out_dir, t0)
+    return _write(summary, out_dir, t0, decisions)
 
 
 def _best(outcomes: list[CandidateOutcome], config: RunConfigBase) -> CandidateOutcome | None:
@@ -380,11 +382,32 @@ def render_summary(summary: RunSummary) -> str:
     return "\n".join(lines)
 
 
-def _write(summary: RunSummary, out_dir: Path, t0: float) -> RunSummary:
+def _write(
+    summary: RunSummary,
+    out_dir: Path,
+    t0: float,
+    decisions: dict[int, GateDecision] | None = None,
+) -> RunSummary:
+    """The run's summary (JSON, Markdown) and its report.html (curves, guard events, gates)."""
+    from dpo_harness.reports.html import render_training_html
+
     summary.timings["total"] = round(time.perf_counter() - t0, 2)
     write_model_file(out_dir / "run_summary.json", summary)
     atomic_write_text(
         out_dir / "run_summary.md",
         "# train-and-gate\n\n```\n" + render_summary(summary) + "\n```\n",
+    )
+    history: list[dict[str, Any]] = []
+    training = summary.training
+    if training is not None and training.log_history_path is not None:
+        try:
+            raw = json.loads(training.log_history_path.read_text(encoding="utf-8"))
+            history = [h for h in raw if isinstance(h, dict)] if isinstance(raw, list) else []
+        except (OSError, ValueError):
+            history = []
+    events = list(training.events) if training is not None else []
+    atomic_write_text(
+        out_dir / "report.html",
+        render_training_html(summary, history, events, decisions or {}),
     )
     return summary

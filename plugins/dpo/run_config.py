@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 from dpo_harness.training.plugin import RunConfigBase
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "DEMO_PREFERENCES",
+    "DPO_LOSS_TYPES",
     "DPORunConfig",
     "DatasetSettings",
     "GuardSettings",
@@ -48,6 +49,40 @@ class LoraSettings(_Strict):
     use_rslora: bool = False
 
 
+# The loss types TRL 1.16's DPOTrainer implements (the branches of DPOTrainer.dpo_loss; its
+# DPOConfig accepts any string and fails only when the first batch reaches the loss). A test
+# reads them back from the installed TRL, so this list cannot drift from it.
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+
+
+def _scheduler_names() -> list[str]:
+    from transformers.trainer_utils import SchedulerType
+
+    return [s.value for s in SchedulerType]
+
+
+def _optimizer_names() -> list[str]:
+    from transformers.training_args import OptimizerNames
+
+    return [o.value for o in OptimizerNames]
+
+
 class TrainingSettings(_Strict):
     precision: Literal["fp32", "bf16", "fp16"]  # no default on purpose: say what you train in
     per_device_train_batch_size: int = Field(default=8, ge=1)
@@ -55,6 +90,7 @@ class TrainingSettings(_Strict):
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=5e-5, gt=0)
     lr_scheduler_type: str = "cosine"
+    optim: str = "adamw_torch"
     warmup_steps: float = Field(default=0.1, ge=0)  # < 1: a share of the steps
     beta: float = Field(default=0.1, gt=0)
     loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"])
@@ -68,6 +104,34 @@ class TrainingSettings(_Strict):
     max_grad_norm: float = Field(default=1.0, ge=0)
     activation_checkpointing: bool = False
     seed: int = 0
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_losses(cls, v: list[str]) -> list[str]:
+        unknown = [x for x in v if x not in DPO_LOSS_TYPES]
+        if unknown or not v:
+            raise ValueError(
+                f"unknown DPO loss type(s) {unknown or v}; TRL knows: {', '.join(DPO_LOSS_TYPES)}"
+            )
+        return v
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        names = _scheduler_names()
+        if v not in names:
+            raise ValueError(f"unknown scheduler {v!r}; transformers knows: {', '.join(names)}")
+        return v
+
+    @field_validator("optim")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        names = _optimizer_names()
+        if v not in names:
+            raise ValueError(
+                f"unknown optimizer {v!r}; transformers knows e.g. adamw_torch, sgd, adafactor ({len(names)} in all)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> TrainingSettings:

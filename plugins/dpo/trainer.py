@@ -67,6 +67,7 @@ def load_data(
         skip_bad_rows=skip,
         source=f"{config.dataset.path} [{config.dataset.split}]",
     )
+    _require_trainable(train_report, config)
     eval_raw = _eval_rows(config)
     if eval_raw is None:
         return train, None, train_report, None
@@ -78,6 +79,20 @@ def load_data(
         source=f"{config.dataset.eval_path or config.dataset.path} [{config.dataset.eval_split}]",
     )
     return train, ev, train_report, ev_report
+
+
+def _require_trainable(report: PreflightReport, config: DPORunConfig) -> None:
+    """Refuse, before any training, data that would leave TRL no row to train on."""
+    trainable = report.n_usable - report.dropped_rows
+    if trainable > 0:
+        return
+    raise BadInputError(
+        f"no trainable rows in {config.dataset.path}: {report.n_rows} rows, {report.n_usable} "
+        f"well-formed, {report.dropped_rows} of them with a prompt of at least "
+        f"training.max_length = {config.training.max_length} tokens (TRL drops those)",
+        "raise training.max_length, shorten the prompts, or fix the rows named by "
+        "`dpo-harness preflight`",
+    )
 
 
 def summarise_preflight(train: PreflightReport, ev: PreflightReport | None) -> PreflightSummary:
@@ -139,6 +154,7 @@ def build_dpo_config(config: DPORunConfig, *, has_eval: bool, progress: bool) ->
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler_type,
+        optim=t.optim,
         warmup_steps=t.warmup_steps,
         beta=t.beta,
         loss_type=list(t.loss_type),
@@ -307,10 +323,6 @@ def run_dpo(
     train_rows, eval_rows, train_report, eval_report = load_data(
         config, tokenizer, skip_bad_rows=skip_bad_rows
     )
-    if train_report.n_usable == 0:
-        raise BadInputError(
-            f"no usable training rows in {config.dataset.path}", "check the preflight findings"
-        )
     if is_main_process():
         for f in summarise_preflight(train_report, eval_report).findings:
             log(f"preflight: {f}")

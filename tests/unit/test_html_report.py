@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dpo_harness.baseline import Baseline, new_baseline
-from dpo_harness.compare import compare_reports
+from dpo_harness.files import load_model_file
 from dpo_harness.gate import GateDecision, GatePolicy, Verdict, gate
-from dpo_harness.html_report import (
+from dpo_harness.gate.baseline import Baseline, new_baseline
+from dpo_harness.gate.baseline_diff import compare_reports
+from dpo_harness.reports.html import (
     render_baseline_update_html,
     render_eval_html,
     render_gate_html,
     render_training_html,
     write_report_html,
 )
-from dpo_harness.io import load_model_file
 from dpo_harness.schema import (
     Direction,
     EvalReport,
@@ -33,7 +33,7 @@ from dpo_harness.schema import (
     SuiteIdentity,
     SuiteResult,
 )
-from dpo_harness.train_and_gate import RunSummary
+from dpo_harness.training.train_and_gate import RunSummary
 
 from tests.helpers import model_info
 
@@ -526,7 +526,7 @@ def test_write_report_html_is_atomic(tmp_path: Path, base: EvalReport) -> None:
 
 
 def test_public_functions_are_pure_renderers() -> None:
-    import dpo_harness.html_report as mod
+    import dpo_harness.reports.html as mod
 
     src = Path(mod.__file__).read_text(encoding="utf-8")
     imports = set(re.findall(r"^(?:from|import) (\S+)", src, flags=re.M))
@@ -543,10 +543,10 @@ def test_public_functions_are_pure_renderers() -> None:
         "dataclasses",
         "pathlib",
         "typing",
-        ".baseline",
-        ".gate",
-        ".io",
-        ".schema",
+        "dpo_harness.gate.baseline",
+        "dpo_harness.gate.decision",
+        "dpo_harness.files",
+        "dpo_harness.schema",
     }
     assert imports <= allowed, imports - allowed
     assert "torch" not in src and "transformers" not in src

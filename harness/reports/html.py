@@ -38,14 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .baseline import Baseline
-from .gate import GateDecision, MetricVerdict, Verdict
-from .io import atomic_write_text
-from .schema import Direction, EvalReport, MetricResult, SampleRecord, SuiteResult
+from dpo_harness.files import atomic_write_text
+from dpo_harness.gate.baseline import Baseline
+from dpo_harness.gate.decision import GateDecision, MetricVerdict, Verdict
+from dpo_harness.schema import Direction, EvalReport, MetricResult, SampleRecord, SuiteResult
 
 if TYPE_CHECKING:  # annotations only: these modules pull in heavier dependencies
-    from .compare import ChangeRow
-    from .train_and_gate import RunSummary
+    from dpo_harness.gate.baseline_diff import ChangeRow
+    from dpo_harness.training.train_and_gate import RunSummary
 
 __all__ = [
     "render_baseline_update_html",
@@ -158,7 +158,7 @@ def _nice_step(span: float, target: int) -> float:
     raw = span / max(target, 1)
     if raw <= 0 or not math.isfinite(raw):
         return 1.0
-    mag = 10 ** math.floor(math.log10(raw))
+    mag = 10.0 ** math.floor(math.log10(raw))
     for k in (1, 2, 2.5, 5, 10):
         if raw <= k * mag:
             return k * mag
@@ -440,7 +440,7 @@ def _csp() -> str:
 
 
 def _page(kind: str, title: str, body: str) -> str:
-    from . import __version__
+    from dpo_harness import __version__
 
     return (
         "<!DOCTYPE html>\n"
