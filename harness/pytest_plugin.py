@@ -312,15 +312,19 @@ class DpoGate:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker or self._run is None:
             return
-        from dpo_harness.gate.render import GATE_HEADERS, gate_rows, render_gate_markdown
+        from dpo_harness.gate.render import LEGEND, gate_headers, gate_rows, render_gate_markdown
         from tabulate import tabulate
 
         decision = self._run.decision
         terminalreporter.write_sep(
             "=", f"dpo-harness gate: {decision.decision.upper()} {decision.candidate.ref}"
         )
-        terminalreporter.write_line(tabulate(gate_rows(decision), headers=GATE_HEADERS))
-        terminalreporter.write_line(f"decision: {self._run.out_dir / 'decision.json'}")
+        terminalreporter.write_line(tabulate(gate_rows(decision), headers=gate_headers(decision)))
+        terminalreporter.write_line(LEGEND)
+        terminalreporter.write_line(
+            f"decision: {self._run.out_dir / 'decision.json'}; report: "
+            f"{self._run.out_dir / 'report.html'}"
+        )
         summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary_file:
             with open(summary_file, "a", encoding="utf-8") as fh:

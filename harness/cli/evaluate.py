@@ -30,7 +30,11 @@ def evaluate(checkpoint: str | None, out: Path | None, quiet: bool, **kw: Any) -
     """Evaluate CHECKPOINT (default: the embedded demo model) on every suite.
 
     CHECKPOINT is a model directory, a PEFT adapter directory, a Trainer checkpoint-N directory,
-    or a hub id. Writes report.json (with per-sample results) and report.md to --out.
+    or a hub id. Writes report.json (with per-sample results), report.md and report.html to
+    --out. Exit 0 every hard limit holds, 1 one fails, 2 bad input.
+
+    \b
+    Example: dpo-harness evaluate runs/my-run/checkpoint-800 --suites numerical,repetition
     """
 
     def body() -> int:
@@ -71,7 +75,11 @@ def _write_evaluation(report: Any, out_dir: Path, code: int) -> int:
 
 @click.command("suites")
 def list_suites() -> None:
-    """List the available suites and their metrics."""
+    """List the available suites and their metrics (direction, hard limit, gate margin).
+
+    \b
+    Example: dpo-harness suites
+    """
 
     def body() -> int:
         from dpo_harness.evaluation.suite import available_suites
@@ -107,6 +115,7 @@ def verify(directory: Path) -> None:
     Re-hashes every file recorded in DIRECTORY/decision.json at promotion time. Exit 0 when all
     match, 1 when a file changed, went missing or appeared, 2 when DIRECTORY is not a promotion.
 
+    \b
     Example: dpo-harness verify runs/demo-dpo-20261201-120000/promoted
     """
 

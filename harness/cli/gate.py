@@ -71,6 +71,7 @@ def gate_command(
     checked first (the baseline is this base's, the promote target loses nothing, margins name
     real metrics).
 
+    \b
     Example: dpo-harness gate runs/my-run/final --promote-to models/candidate
     """
 
@@ -116,15 +117,14 @@ def gate_command(
 
 
 def _print(decision: Any, candidate: str, out_dir: Path) -> None:
-    from dpo_harness.gate.render import GATE_HEADERS, gate_rows
+    from dpo_harness.gate.render import LEGEND, gate_headers, gate_rows, summary_lines
     from tabulate import tabulate
 
-    click.echo(tabulate(gate_rows(decision), headers=GATE_HEADERS))
+    click.echo(tabulate(gate_rows(decision), headers=gate_headers(decision)))
+    click.echo(LEGEND)
     click.echo("")
-    for note in decision.notes:
-        click.echo(f"! {note}")
-    for r in decision.reasons:
-        click.echo(f"- {r}")
+    for line in summary_lines(decision, report_html=str(out_dir / "report.html")):
+        click.echo(line)
     verdict = "PROMOTE" if decision.decision == "promote" else "REFUSE"
     click.echo(f"\n{verdict}: {candidate}  (decision: {out_dir / 'decision.json'})")
     if decision.promoted_to:

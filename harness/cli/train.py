@@ -93,6 +93,9 @@ def train_and_gate_command(
 
     With no --config this runs the embedded demo (a few minutes on 2 CPU cores). Exit 0 promoted,
     1 refused or stopped, 2 bad input.
+
+    \b
+    Example: dpo-harness train-and-gate --config configs/tinyswallow-dpo.yaml
     """
 
     def body() -> int:
@@ -124,7 +127,11 @@ def train_and_gate_command(
 def train_command(
     config_file: Path | None, out: Path | None, resume: bool, skip_bad_rows: bool, quiet: bool
 ) -> None:
-    """Train only (guards on, no gate): e.g. under torchrun / accelerate launch."""
+    """Train only (guards on, no gate): e.g. under torchrun / accelerate launch.
+
+    \b
+    Example: torchrun --nproc_per_node 2 -m dpo_harness.cli train --config run.yaml
+    """
 
     def body() -> int:
         plugin, config = _load(config_file, out, resume)
@@ -151,7 +158,11 @@ def train_command(
 )
 @click.option("--skip-bad-rows", is_flag=True)
 def preflight_command(config_file: Path | None, skip_bad_rows: bool) -> None:
-    """Check the preference data of a run without training."""
+    """Check the preference data of a run without training.
+
+    \b
+    Example: dpo-harness preflight --config configs/tinyswallow-dpo.yaml
+    """
 
     def body() -> int:
         plugin, config = _load(config_file, Path("."), False)

@@ -40,7 +40,7 @@ from dpo_harness.errors import BadInputError, HarnessError
 from dpo_harness.evaluation.fingerprint import text_hash
 from dpo_harness.files import atomic_write_text, output_error
 from dpo_harness.gate.decision import GateDecision
-from dpo_harness.gate.render import GATE_HEADERS, gate_rows
+from dpo_harness.gate.render import gate_headers, gate_rows
 from filelock import FileLock, Timeout
 
 __all__ = [
@@ -272,7 +272,7 @@ def model_card(decision: GateDecision) -> str:
             "gated_at": decision.created_at,
         },
     }
-    table = tabulate(gate_rows(decision), headers=GATE_HEADERS, tablefmt="github")
+    table = tabulate(gate_rows(decision), headers=gate_headers(decision), tablefmt="github")
     body = [
         f"# {Path(decision.candidate.ref).name}",
         "",

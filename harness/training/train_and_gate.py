@@ -358,7 +358,7 @@ def render_summary(summary: RunSummary) -> str:
             o.step,
             o.decision.upper() if o.decision == "refuse" else o.decision,
             format_value(o.primary_value),
-            "; ".join(o.reasons)[:160] if o.decision == "refuse" else "",
+            _why(o) if o.decision == "refuse" else "",
         ]
         for o in summary.candidates
     ]
@@ -377,9 +377,25 @@ def render_summary(summary: RunSummary) -> str:
         metric = summary.candidates[0].primary_metric
         lines += ["", tabulate(rows, headers=["checkpoint", "step", "gate", metric, "why refused"])]
     lines += ["", f"{summary.outcome.upper()}: {summary.reason}"]
+    if summary.candidates:
+        where = Path(summary.training.output_dir) if summary.training else None
+        lines.append(
+            "per checkpoint: gate/<checkpoint>/gate.md and report.html"
+            + (f"; the whole run: {where / 'report.html'}" if where else "")
+        )
     if summary.timings:
         lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary.timings.items()))
     return "\n".join(lines)
+
+
+def _why(outcome: CandidateOutcome) -> str:
+    """A refused checkpoint in one cell: how many reasons, and the first one, shortened."""
+    if not outcome.reasons:
+        return ""
+    first = outcome.reasons[0]
+    first = first if len(first) <= 90 else first[:89] + "…"
+    more = f" (+{len(outcome.reasons) - 1} more)" if len(outcome.reasons) > 1 else ""
+    return first + more
 
 
 def _write(

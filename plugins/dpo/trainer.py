@@ -313,7 +313,11 @@ def run_dpo(
 ) -> TrainingResult:
     """Train; a numerical failure is reported as ``stopped`` with a reason, never hidden."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import datasets
     from datasets import Dataset
+
+    if not progress:
+        datasets.disable_progress_bars()  # "--quiet" means quiet: no map/filter bars either
     from trl import DPOTrainer
 
     started = time.perf_counter()
@@ -328,8 +332,9 @@ def run_dpo(
             log(f"preflight: {f}")
     args = build_dpo_config(config, has_eval=bool(eval_rows), progress=progress)
     events_path = out_dir / "guard_events.jsonl"
-    if not resume:
-        events_path.unlink(missing_ok=True)
+    if is_main_process() and (not resume or not events_path.exists()):
+        # Written even when no guard fires: an empty file says "checked, nothing seen".
+        atomic_write_text(events_path, "")
     guard = DPOGuard(
         config.guards,
         beta=config.training.beta,
