@@ -30,6 +30,9 @@ choices share a context they do not have) form a *group*. Two ways to compute a 
     One forward, no cache copies, but it relies on the model honouring a custom 4D mask (SDPA and
     eager do in transformers 5; flash-attention kernels and some remote-code models do not).
 
+``batch_size`` is rows per forward in both, as in the runner: contexts and then choice rows for
+``score_pairs_kv``, packed questions for ``score_pairs_tree``.
+
 Both are exact (fp32): the same per-position arithmetic as the unshared computation, only
 positions that nobody scores are skipped. ``score_pairs_direct`` is the reference: one pair at a
 time, no padding, full logits, full-vocabulary ``log_softmax``.
@@ -38,7 +41,7 @@ time, no padding, full logits, full-vocabulary ``log_softmax``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,21 +94,6 @@ def group_pairs(pairs: Sequence[Pair], max_len: int) -> tuple[list[Group], list[
         g.members.append(i)
         g.conts.append(cont_t)
     return list(by_ctx.values()), empty
-
-
-def _batches_by_rows(groups: list[Group], rows: int) -> Iterator[list[Group]]:
-    """Longest first; a batch holds at most ``rows`` choices (never less than one group)."""
-    order = sorted(groups, key=lambda g: -(len(g.context) + max(len(c) for c in g.conts)))
-    batch: list[Group] = []
-    n = 0
-    for g in order:
-        if batch and n + len(g.conts) > rows:
-            yield batch
-            batch, n = [], 0
-        batch.append(g)
-        n += len(g.conts)
-    if batch:
-        yield batch
 
 
 def _score_flat(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[float], list[bool]]:
@@ -259,7 +247,10 @@ def score_pairs_tree(
     groups, _empty = group_pairs(pairs, max_len)
     stats = {"forwards": 0, "packed_tokens": 0, "scored_positions": 0}
     impl = getattr(model.config, "_attn_implementation", "sdpa")
-    for batch in _batches_by_rows(groups, batch_size):
+    # one packed row per question: ``batch_size`` rows (questions) per forward
+    queue = sorted(groups, key=lambda g: -(len(g.context) + sum(len(c) - 1 for c in g.conts)))
+    for b0 in range(0, len(queue), batch_size):
+        batch = queue[b0 : b0 + batch_size]
         seqs, segs = [], []  # segs: per row, list of (start, length) of each choice's inputs
         for g in batch:
             s = list(g.context)
