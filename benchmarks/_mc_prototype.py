@@ -143,7 +143,7 @@ def score_pairs_kv(
         "context_tokens": 0,
         "continuation_tokens": 0,
         "padded_tokens": 0,
-        "scored_positions": 0,
+        "lm_head_rows": 0,
     }
     order = sorted(groups, key=lambda g: -len(g.context))
     for b0 in range(0, len(order), batch_size):
@@ -179,7 +179,7 @@ def score_pairs_kv(
         lse_last = top + last.sub_(top[:, None]).exp_().sum(-1).log()  # one per question
         lp_first = (tgt_first - lse_last[q_idx]).tolist()
         greedy_first = argmax_last[q_idx].eq(first).tolist()
-        stats["scored_positions"] += len(q_of)
+        stats["lm_head_rows"] += len(batch)  # one row per context serves all its choices
 
         # ---- stage 2: choices with >= 2 tokens continue from a copy of their context's cache
         rows = [(r, k) for r, g in enumerate(batch) for k, c in enumerate(g.conts) if len(c) >= 2]
@@ -218,7 +218,7 @@ def score_pairs_kv(
                 [t for r, k in chunk for t in batch[r].conts[k][1:]], device=o2.logits.device
             )
             lps, greedy = _score_flat(o2.logits.reshape(-1, o2.logits.shape[-1]), targets)
-            stats["scored_positions"] += len(lps)
+            stats["lm_head_rows"] += len(lps)
             at = 0
             for r, k in chunk:
                 n = len(batch[r].conts[k]) - 1
@@ -245,7 +245,7 @@ def score_pairs_tree(
     dev = _device(model)
     out: list[Scored] = [([], []) for _ in pairs]
     groups, _empty = group_pairs(pairs, max_len)
-    stats = {"forwards": 0, "packed_tokens": 0, "scored_positions": 0}
+    stats = {"forwards": 0, "packed_tokens": 0, "padded_tokens": 0, "lm_head_rows": 0}
     impl = getattr(model.config, "_attn_implementation", "sdpa")
     # one packed row per question: ``batch_size`` rows (questions) per forward
     queue = sorted(groups, key=lambda g: -(len(g.context) + sum(len(c) - 1 for c in g.conts)))
@@ -336,7 +336,8 @@ def score_pairs_tree(
         lse = top + flat.sub_(top[:, None]).exp_().sum(-1).log()
         lp = (tgt_logit - lse[sel]).tolist()
         greedy = arg[sel].eq(t_ids).tolist()
-        stats["scored_positions"] += len(order)
+        stats["lm_head_rows"] += len(order)
+        stats["padded_tokens"] += ids.numel()
         per: dict[tuple[int, int], dict[int, tuple[float, bool]]] = {}
         for (r, k, t), a, b in zip(where, lp, greedy, strict=True):
             per.setdefault((r, k), {})[t] = (a, b)
