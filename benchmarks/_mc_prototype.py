@@ -296,7 +296,7 @@ def score_pairs_tree(
             for p in sorted(kept):
                 keep[r, p] = True
                 order.append(kept[p])
-        if impl in ("sdpa", "flex_attention"):
+        if impl == "sdpa":
             mask4d: torch.Tensor = allow[:, None]
         else:  # eager: additive float mask
             dtype = next(model.parameters()).dtype
