@@ -49,7 +49,11 @@ from _mc_prototype import score_pairs_direct, score_pairs_kv, score_pairs_tree
 REPO = Path(__file__).resolve().parents[1]
 
 
-def mc_requests() -> list[LoglikelihoodRequest]:
+def mc_requests(n_items: int | None = None) -> list[LoglikelihoodRequest]:
+    """The suite's own multiple-choice requests (of its first ``n_items`` items)."""
+    if n_items is not None:
+        suite = AdtechSuite()
+        return [r for item in suite.mc[:n_items] for r in suite._mc_requests(item)]
     ctx = SuiteContext(
         generation=GenerationSettings(),
         has_reference=False,
@@ -65,12 +69,12 @@ def load_avg() -> str:
 
 
 class Bench:
-    def __init__(self, ref: str, batch_size: int) -> None:
+    def __init__(self, ref: str, batch_size: int, n_items: int | None = None) -> None:
         self.ref = ref
         self.loaded = load_checkpoint(ref, device="cpu", dtype="float32")
         self.model, self.tok = self.loaded.model, self.loaded.tokenizer
         self.batch_size = batch_size
-        self.reqs = mc_requests()
+        self.reqs = mc_requests(n_items)
         probe = ModelRunner(self.loaded, batch_size=batch_size)
         self.max_len = probe._max_len(self.model)
         self.texts = [probe._context_text(self.tok, r.context) for r in self.reqs]
@@ -174,6 +178,7 @@ def main() -> None:
     ap.add_argument(
         "--check-items", default="all,all,20", help="items in the exactness check, per model"
     )
+    ap.add_argument("--items", type=int, help="only the first N multiple-choice items")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/mc_shared_context.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -184,7 +189,7 @@ def main() -> None:
     sections: list[str] = []
     summary_rows: list[list[Any]] = []
     for mi, ref in enumerate(models):
-        bench = Bench(ref, args.batch_size)
+        bench = Bench(ref, args.batch_size, args.items)
         n_params = sum(p.numel() for p in bench.model.parameters())
         fns: dict[str, Callable[[], list[float]]] = {
             "lm-eval": bench.lm_eval,
@@ -250,7 +255,12 @@ def main() -> None:
         del bench
     text = (
         "# Multiple choice with the shared context computed once\n\n"
-        f"158 adtech multiple-choice items (632 choices), batch size {args.batch_size}, "
+        + (
+            f"The first {args.items} of the 158 adtech multiple-choice items "
+            if args.items
+            else "158 adtech multiple-choice items (632 choices), "
+        )
+        + f"batch size {args.batch_size}, "
         f"{args.threads} threads, fp32 CPU, interleaved repeats with rotating arm order, "
         "medians. torch "
         f"{torch.__version__}, transformers {_v('transformers')}, lm-eval {_v('lm_eval')}. The "
