@@ -27,8 +27,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from dpo_harness.io import atomic_write_text
-from dpo_harness.loading import load_checkpoint
+from dpo_harness.evaluation.loading import load_checkpoint
+from dpo_harness.files import atomic_write_text
 from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -33,9 +33,10 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from dpo_harness.io import atomic_write_text, read_jsonl
-from dpo_harness.loading import load_checkpoint
-from dpo_harness.runner import ModelRunner, render_prompt
+from dpo_harness.evaluation.loading import load_checkpoint
+from dpo_harness.evaluation.measure import render_prompt
+from dpo_harness.evaluation.runner import ModelRunner
+from dpo_harness.files import atomic_write_text, read_jsonl
 from dpo_harness.schema import ChatMessage, GenerationSettings
 from tabulate import tabulate
 

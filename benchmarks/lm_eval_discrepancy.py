@@ -30,13 +30,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from dpo_harness.io import atomic_write_text
-from dpo_harness.loading import load_checkpoint
-from dpo_harness.runner import ModelRunner
+from dpo_harness.evaluation import measure
+from dpo_harness.evaluation.loading import load_checkpoint
+from dpo_harness.evaluation.runner import ModelRunner
+from dpo_harness.files import atomic_write_text
 from dpo_harness.suites.adtech import AdtechSuite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _mc_prototype import score_pairs_direct
+from dpo_harness.evaluation.shared_context import score_pairs_direct
 from mc_shared_context import mc_requests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def analyse(ref: str, batch_size: int) -> str:
     lm = [lp for lp, _ in hflm.loglikelihood(inst, disable_tqdm=True)]
 
     pairs_h = [
-        runner._encode_pair(tok, t, r.continuation) for t, r in zip(texts, reqs, strict=True)
+        measure.encode_pair(tok, t, r.continuation) for t, r in zip(texts, reqs, strict=True)
     ]
     pairs_l = [hflm._encode_pair(t, r.continuation) for t, r in zip(texts, reqs, strict=True)]
     direct_h = [sum(lp) for lp, _ in score_pairs_direct(model, pairs_h, max_len=max_len)]

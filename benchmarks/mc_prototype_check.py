@@ -24,11 +24,16 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from dpo_harness.loading import load_checkpoint
-from dpo_harness.runner import ModelRunner
+from dpo_harness.evaluation import measure
+from dpo_harness.evaluation.loading import load_checkpoint
+from dpo_harness.evaluation.runner import ModelRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _mc_prototype import score_pairs_direct, score_pairs_kv, score_pairs_tree
+from dpo_harness.evaluation.shared_context import (
+    score_pairs_direct,
+    score_pairs_kv,
+    score_pairs_tree,
+)
 from mc_shared_context import mc_requests
 
 TOL = 1e-4
@@ -43,7 +48,7 @@ def main() -> int:
     runner = ModelRunner(loaded, batch_size=16)
     reqs = mc_requests()[:80]
     pairs = [
-        runner._encode_pair(tok, runner._context_text(tok, r.context), r.continuation) for r in reqs
+        measure.encode_pair(tok, runner._context_text(tok, r.context), r.continuation) for r in reqs
     ]
     pairs += [
         (pairs[0][0], []),  # empty continuation

@@ -9,7 +9,7 @@ interleaved repeats (arm order rotated every repeat), medians:
   harness); ``logits_cache`` on (its default);
 - ``runner`` — ``ModelRunner.run`` (joint tokenisation, length-sorted left-padded batches,
   ``logits_to_keep`` = longest continuation in the batch, full log_softmax on those);
-- ``kv`` / ``tree`` — the prototypes in ``_mc_prototype.py`` (the context computed once per
+- ``kv`` / ``tree`` — the shared-context scorers in ``dpo_harness.evaluation.shared_context`` (the context computed once per
   question, LM head and logsumexp only at scored positions), including the same tokenisation.
 
 Exactness first: every arm's per-choice log-likelihood against ``score_pairs_direct`` (one pair at
@@ -35,16 +35,21 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from dpo_harness.io import atomic_write_text
-from dpo_harness.loading import load_checkpoint
-from dpo_harness.runner import ModelRunner
+from dpo_harness.evaluation import measure
+from dpo_harness.evaluation.loading import load_checkpoint
+from dpo_harness.evaluation.runner import ModelRunner
+from dpo_harness.evaluation.suite import SuiteContext
+from dpo_harness.files import atomic_write_text
 from dpo_harness.schema import GenerationSettings, LoglikelihoodRequest
-from dpo_harness.suite import SuiteContext
 from dpo_harness.suites.adtech import AdtechSuite
 from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _mc_prototype import score_pairs_direct, score_pairs_kv, score_pairs_tree
+from dpo_harness.evaluation.shared_context import (
+    score_pairs_direct,
+    score_pairs_kv,
+    score_pairs_tree,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,9 +88,8 @@ class Bench:
 
     # each arm: requests in, per-request summed log-likelihoods out (tokenisation included)
     def _pairs(self) -> list[tuple[list[int], list[int]]]:
-        r = ModelRunner(self.loaded, batch_size=self.batch_size)
         return [
-            r._encode_pair(self.tok, t, q.continuation)
+            measure.encode_pair(self.tok, t, q.continuation)
             for t, q in zip(self.texts, self.reqs, strict=True)
         ]
 

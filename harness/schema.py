@@ -125,6 +125,9 @@ class EvalSettings(_Strict):
     seed: int = 0
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    # CPU threads for PyTorch; None: a load-aware default (dpo_harness.launcher.choose_threads).
+    # A runtime knob: not part of what a baseline is comparable on.
+    threads: int | None = Field(default=None, ge=1, le=1024)
 
     @field_validator("suites")
     @classmethod
@@ -466,6 +469,7 @@ class Provenance(_Strict):
     dtype: str
     seed: int
     batch_size: int
+    threads: int | None = None  # PyTorch CPU threads the evaluation ran with
     hostname: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     runner_stats: dict[str, int] = Field(default_factory=dict)

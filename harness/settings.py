@@ -135,6 +135,12 @@ EVAL_OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec("--eval-seed", "seed", "Seed of the evaluation (default 0).", kind="int"),
     OptionSpec(
+        "--threads",
+        "threads",
+        "CPU threads for PyTorch (default: the cores not already busy; OMP_NUM_THREADS wins).",
+        kind="int",
+    ),
+    OptionSpec(
         "--allow-pickle",
         "allow_pickle",
         "Allow pickle .bin weights (runs code from the file).",

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from dpo_harness.cli.common import echo_err, run_guarded
 from dpo_harness.errors import EXIT_FAILED, EXIT_OK, BadInputError
-from dpo_harness.launcher import is_main_process
+from dpo_harness.launcher import apply_threads, is_main_process
 from dpo_harness.training.plugin import RunConfigBase, TrainingPlugin, get_plugin
 from tabulate import tabulate
 
@@ -18,6 +18,15 @@ __all__ = ["preflight_command", "train_and_gate_command", "train_command"]
 
 
 def _load(
+    config_file: Path | None, out: Path | None, resume: bool, threads: int | None = None
+) -> tuple[TrainingPlugin, RunConfigBase]:
+    plugin, config = _load_config(config_file, out, resume)
+    if threads is not None:
+        config = config.model_copy(update={"threads": threads})
+    return plugin, config
+
+
+def _load_config(
     config_file: Path | None, out: Path | None, resume: bool
 ) -> tuple[TrainingPlugin, RunConfigBase]:
     if config_file is None:
@@ -77,6 +86,11 @@ def _options(fn: Any) -> Any:
             is_flag=True,
             help="Skip malformed preference rows (counted in the report) instead of failing.",
         ),
+        click.option(
+            "--threads",
+            type=click.IntRange(1, 1024),
+            help="CPU threads for PyTorch (default: the cores not already busy).",
+        ),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
     for opt in reversed(opts):
@@ -87,7 +101,12 @@ def _options(fn: Any) -> Any:
 @click.command("train-and-gate")
 @_options
 def train_and_gate_command(
-    config_file: Path | None, out: Path | None, resume: bool, skip_bad_rows: bool, quiet: bool
+    config_file: Path | None,
+    out: Path | None,
+    resume: bool,
+    skip_bad_rows: bool,
+    quiet: bool,
+    threads: int | None,
 ) -> None:
     """Preflight, train with guards, gate every checkpoint, promote the best passing one.
 
@@ -101,7 +120,7 @@ def train_and_gate_command(
     def body() -> int:
         from dpo_harness.training.train_and_gate import render_summary, train_and_gate
 
-        plugin, config = _load(config_file, out, resume)
+        plugin, config = _load(config_file, out, resume, threads)
         _check_output_dir(config, resume)
         if is_main_process():
             echo_err(f"train-and-gate: {config.model} → {config.output_dir}")
@@ -125,7 +144,12 @@ def train_and_gate_command(
 @click.command("train")
 @_options
 def train_command(
-    config_file: Path | None, out: Path | None, resume: bool, skip_bad_rows: bool, quiet: bool
+    config_file: Path | None,
+    out: Path | None,
+    resume: bool,
+    skip_bad_rows: bool,
+    quiet: bool,
+    threads: int | None,
 ) -> None:
     """Train only (guards on, no gate): e.g. under torchrun / accelerate launch.
 
@@ -134,8 +158,9 @@ def train_command(
     """
 
     def body() -> int:
-        plugin, config = _load(config_file, out, resume)
+        plugin, config = _load(config_file, out, resume, threads)
         _check_output_dir(config, resume)
+        apply_threads(config.threads)
         result = plugin.train(
             config, resume=resume, skip_bad_rows=skip_bad_rows, progress=not quiet, log=echo_err
         )

@@ -20,7 +20,7 @@ from dpo_harness.evaluation import measure
 from dpo_harness.evaluation.loading import LoadedModel, ResolvedModel, load_model, resolve_model
 from dpo_harness.evaluation.runner import ModelRunner
 from dpo_harness.evaluation.suite import Suite, SuiteContext, create_suite
-from dpo_harness.launcher import Distributed
+from dpo_harness.launcher import Distributed, apply_threads
 from dpo_harness.schema import (
     EvalConfig,
     EvalReport,
@@ -39,6 +39,7 @@ __all__ = [
     "load_from_config",
     "load_reference",
     "make_suites",
+    "reference_loaders",
 ]
 
 _LIBRARIES = (
@@ -82,6 +83,7 @@ def load_from_config(
     base: str | None = None,
 ) -> LoadedModel:
     """Load ``ref`` (default: the config's checkpoint) with the config's device, dtype and trust flags."""
+    apply_threads(config.threads)
     if not isinstance(ref, ResolvedModel):
         if ref is None and isinstance(config, EvalConfig):
             ref = config.checkpoint
@@ -102,6 +104,26 @@ def load_reference(config: EvalConfig, loaded: LoadedModel) -> LoadedModel | Non
     return None
 
 
+def reference_loaders(
+    config: EvalSettings,
+    loaded: LoadedModel,
+    candidate: ResolvedModel | None,
+    base: str | ResolvedModel | None,
+) -> tuple[Callable[[], LoadedModel] | None, Callable[[], LoadedModel] | None]:
+    """(reference loader, candidate loader) for one model resident at a time, or (None, None).
+
+    A full-model candidate with a separate base: the runner loads the base only after the
+    candidate's last request and releases the candidate first, so peak memory is one model.
+    An adapter's reference is the adapter switched off (nothing to load); without a base there
+    is no reference. The candidate loader lets the runner bring the candidate back if a later
+    request needs it (none of the built-in suites does).
+    """
+    if loaded.is_adapter or base is None:
+        return None, None
+    cand = candidate if candidate is not None else resolve_model(loaded.spec.ref)
+    return (lambda: load_from_config(config, base)), (lambda: load_from_config(config, cand))
+
+
 def evaluate(
     config: EvalConfig,
     *,
@@ -117,13 +139,17 @@ def evaluate(
     """
     t0 = time.perf_counter()
     suites = make_suites(config)  # bad suite names fail before any model is loaded
-    loaded = load_from_config(config, base=config.base)
-    reference = load_reference(config, loaded)
+    candidate = resolve_model(
+        config.checkpoint, base_override=config.base, allow_pickle=config.allow_pickle
+    )
+    loaded = load_from_config(config, candidate)
     load_s = time.perf_counter() - t0
+    loaders = reference_loaders(config, loaded, candidate, config.base)
     report = evaluate_loaded(
         loaded,
         config,
-        reference=reference,
+        reference_loader=loaders[0],
+        candidate_loader=loaders[1],
         suites=suites,
         progress=progress,
         log=log,
@@ -153,8 +179,15 @@ def evaluate_loaded(
     log: Callable[[str], None] | None = None,
     command: str | None = None,
     distributed: Distributed | None = None,
+    reference_loader: Callable[[], LoadedModel] | None = None,
+    candidate_loader: Callable[[], LoadedModel] | None = None,
 ) -> EvalReport:
-    """Evaluate an already loaded model (used by training loops and tests)."""
+    """Evaluate an already loaded model (used by training loops and tests).
+
+    ``reference`` is a model loaded beside the candidate; ``reference_loader`` (with
+    ``candidate_loader``) loads it only when needed, one model resident at a time
+    (:func:`reference_loaders`).
+    """
     import torch
 
     quiet_rank = distributed is not None and not distributed.is_main
@@ -164,6 +197,8 @@ def evaluate_loaded(
     runner = ModelRunner(
         loaded,
         reference=reference,
+        reference_loader=reference_loader,
+        candidate_loader=candidate_loader,
         batch_size=config.batch_size,
         generation=config.generation,
         progress=progress,
@@ -199,6 +234,7 @@ def evaluate_loaded(
         timings[f"score.{s.name}"] = res.seconds
         results.append(res)
 
+    reference = reference if reference is not None else runner.reference
     ref_info = reference.info if reference is not None else loaded.base_info
     prov = Provenance(
         harness_version=__version__,
@@ -215,6 +251,7 @@ def evaluate_loaded(
         dtype=str(loaded.dtype).removeprefix("torch."),
         seed=config.seed,
         batch_size=config.batch_size,
+        threads=torch.get_num_threads(),
         hostname=platform.node() or None,
         timings=timings,
         runner_stats=runner.stats.as_dict(),

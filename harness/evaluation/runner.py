@@ -59,6 +59,7 @@ class RunnerStats:
     by_kind: Counter[str] = field(default_factory=Counter)
     generations: Counter[str] = field(default_factory=Counter)  # rendered prompt -> times generated
     forward_batches: int = 0
+    model_loads: int = 0  # loads by the runner itself (one model resident at a time)
     world_size: int = 1  # processes that shared the work (counters above are totals over all)
 
     def as_dict(self) -> dict[str, int]:
@@ -66,6 +67,7 @@ class RunnerStats:
             "requested": self.requested,
             "unique": self.unique,
             "forward_batches": self.forward_batches,
+            "model_loads": self.model_loads,
             "world_size": self.world_size,
         }
         out["generated_prompts"] = len(self.generations)
@@ -87,34 +89,82 @@ class ModelRunner:
         loaded: LoadedModel,
         *,
         reference: LoadedModel | None = None,
+        reference_loader: Callable[[], LoadedModel] | None = None,
+        candidate_loader: Callable[[], LoadedModel] | None = None,
         batch_size: int = 16,
         generation: GenerationSettings | None = None,
         progress: bool = False,
         distributed: Distributed | None = None,
     ) -> None:
+        """``reference_loader`` (with ``candidate_loader``) keeps one model resident at a time.
+
+        The candidate's requests run first; before the reference's, the candidate is released
+        and the reference loaded (and the other way round if a later request needs the
+        candidate again), so a gate of a full model against a separate base needs one model's
+        memory, not two. A caller that passes ``reference`` keeps both loaded.
+        """
         self.loaded = loaded
         self.distributed = distributed
         self.reference = reference
+        self._reference_loader = reference_loader
+        self._candidate_loader = candidate_loader
         self.batch_size = batch_size
         self.generation = generation or GenerationSettings()
         # Under a launcher only the main process draws progress bars.
         self.progress = progress and (distributed is None or distributed.is_main)
         self.stats = RunnerStats(world_size=distributed.world_size if distributed else 1)
         self._gen_cache: dict[str, GenerateResponse] = {}  # rendered prompt -> batched output
+        # model id -> the shared-context scorer checked exact for it (None: use the plain path)
+        self._shared_ok: dict[int, Callable[..., Any] | None] = {}
 
     # ------------------------------------------------------------------ plumbing
 
     @property
     def has_reference(self) -> bool:
-        return self.reference is not None or self.loaded.is_adapter
+        return (
+            self.reference is not None
+            or self._reference_loader is not None
+            or self.loaded.is_adapter
+        )
+
+    def _release(self, which: LoadedModel) -> None:
+        """Drop a model's weights (the tokenizer and identity stay) and give the memory back."""
+        import gc
+
+        import torch
+
+        which.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _candidate(self) -> Any:
+        if self.loaded.model is None:  # released for the reference: bring it back
+            assert self._candidate_loader is not None
+            if self.reference is not None and self._reference_loader is not None:
+                self._release(self.reference)
+                self.reference = None
+            self.loaded.model = self._candidate_loader().model
+            self.stats.model_loads += 1
+        return self.loaded.model
+
+    def _reference(self) -> LoadedModel:
+        if self.reference is None or self.reference.model is None:
+            assert self._reference_loader is not None
+            if self._candidate_loader is not None and self.loaded.model is not None:
+                self._release(self.loaded)  # one model resident at a time
+            self.reference = self._reference_loader()
+            self.stats.model_loads += 1
+        return self.reference
 
     @contextlib.contextmanager
     def _model(self, role: ModelRole) -> Iterator[tuple[Any, Any]]:
         """(model, tokenizer) for a role; for an adapter the reference is the adapter switched off."""
         if role == "candidate":
-            yield self.loaded.model, self.loaded.tokenizer
-        elif self.reference is not None:
-            yield self.reference.model, self.reference.tokenizer
+            yield self._candidate(), self.loaded.tokenizer
+        elif self.reference is not None or self._reference_loader is not None:
+            ref = self._reference()
+            yield ref.model, ref.tokenizer
         elif self.loaded.is_adapter:
             with self.loaded.adapter_disabled() as base:
                 yield base, self.loaded.tokenizer
@@ -183,20 +233,31 @@ class ModelRunner:
         return self._run_distributed(by_kind, self.distributed)
 
     def _run_kinds(self, by_kind: dict[str, list[Any]]) -> Responses:
+        """Every request, all of the candidate's work first, then all of the reference's.
+
+        Order matters twice: parity reuses the batched generations, and with one model
+        resident at a time the candidate is released only once, after its last request.
+        """
         out = Responses()
-        # Order matters: parity reuses the batched generations.
-        handlers: list[tuple[str, Callable[[list[Any], Responses], None]]] = [
+        probes: list[ProbeRequest] = by_kind.get("probe", [])
+        candidate_phase: list[tuple[str, Callable[[list[Any], Responses], None]]] = [
             ("weights", self._run_weights),
             ("training_log", self._run_training_log),
             ("generate", self._run_generate),
             ("parity", self._run_parity),
-            ("loglikelihood", self._run_loglikelihood),
-            ("rolling", self._run_rolling),
-            ("probe", self._run_probe),
+            ("loglikelihood", lambda reqs, o: self._run_loglikelihood(reqs, o, "candidate")),
+            ("rolling", lambda reqs, o: self._run_rolling(reqs, o, "candidate")),
         ]
-        for kind, handler in handlers:
+        for kind, handler in candidate_phase:
             if by_kind.get(kind):
                 handler(by_kind[kind], out)
+        cand_logits = self._candidate_probe_logits(probes) if probes else []
+        if by_kind.get("loglikelihood"):
+            self._run_loglikelihood(by_kind["loglikelihood"], out, "reference")
+        if by_kind.get("rolling"):
+            self._run_rolling(by_kind["rolling"], out, "reference")
+        if probes:
+            self._finish_probes(probes, cand_logits, out)
         return out
 
     def _run_distributed(self, by_kind: dict[str, list[Any]], dist: Distributed) -> Responses:
@@ -242,7 +303,7 @@ class ModelRunner:
         """Greedy generation for rendered prompts, longest first, results keyed by text."""
         import torch
 
-        model, tok = self.loaded.model, self.loaded.tokenizer
+        model, tok = self._candidate(), self.loaded.tokenizer
         eos = measure.eos_ids(model, tok)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
         gen_cfg = measure.generation_config(self.generation.max_new_tokens, eos, pad_id)
@@ -344,47 +405,115 @@ class ModelRunner:
                 bar.update(len(batch))
         return results
 
-    def _run_loglikelihood(self, reqs: list[LoglikelihoodRequest], out: Responses) -> None:
-        for role in ("candidate", "reference"):
-            group = [r for r in reqs if r.model == role]
-            if not group:
-                continue
-            with self._model(role) as (model, tok):
-                pairs = [
-                    measure.encode_pair(tok, self._context_text(tok, r.context), r.continuation)
-                    for r in group
-                ]
-                scored = self._score_rows(model, tok, pairs, f"loglikelihood ({role})")
-            for r, (lps, greedy) in zip(group, scored, strict=True):
-                out.set(r, measure.loglikelihood_response(lps, greedy, r.continuation))
+    def _score_pairs(
+        self, model: Any, tok: Any, pairs: list[tuple[list[int], list[int]]], desc: str
+    ) -> list[tuple[list[float], list[bool]]]:
+        """:meth:`_score_rows`, with the shared context of multiple-choice pairs computed once.
 
-    def _run_rolling(self, reqs: list[RollingLoglikelihoodRequest], out: Responses) -> None:
-        for role in ("candidate", "reference"):
-            group = [r for r in reqs if r.model == role]
-            if not group:
-                continue
-            with self._model(role) as (model, tok):
-                max_len = self._max_len(model)
-                items: list[tuple[list[int], list[int]]] = []
-                owners: list[int] = []
-                for k, r in enumerate(group):
-                    tokens = [measure.prefix_id(tok), *measure.encode(tok, r.text)]
-                    for window in measure.rolling_windows(tokens, max_len):
-                        items.append(window)
-                        owners.append(k)
-                scored = self._score_rows(model, tok, items, f"rolling log-likelihood ({role})")
-            totals = [0.0] * len(group)
-            counts = [0] * len(group)
-            for k, (lps, _) in zip(owners, scored, strict=True):
-                totals[k] += float(sum(lps))
-                counts[k] += len(lps)
+        Pairs sharing their context ids (the choices of one question) go through
+        :mod:`~dpo_harness.evaluation.shared_context` — one packed row per question under a tree
+        attention mask where the model honours a custom 4D mask (sdpa, eager), else a KV cache
+        reused per choice — after a one-time check per model that it matches the unshared
+        computation; anything else keeps the plain path.
+        """
+        contexts = [tuple(ctx) for ctx, cont in pairs if cont]
+        if len(set(contexts)) == len(contexts):  # no two pairs share a context: nothing to share
+            return self._score_rows(model, tok, pairs, desc)
+        scorer = self._shared_scorer(model, tok, pairs)
+        if scorer is None:
+            return self._score_rows(model, tok, pairs, desc)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        with self._bar(len(pairs), desc) as bar:
+            scored, stats = scorer(
+                model,
+                pairs,
+                batch_size=self.batch_size,
+                pad_id=pad_id,
+                max_len=self._max_len(model),
+            )
+            bar.update(len(pairs))
+        self.stats.forward_batches += int(stats.get("forwards", 0))
+        result: list[tuple[list[float], list[bool]]] = scored
+        return result
+
+    def _shared_scorer(
+        self, model: Any, tok: Any, pairs: list[tuple[list[int], list[int]]]
+    ) -> Callable[..., Any] | None:
+        """The shared-context scorer this model computes exactly (checked once), or None."""
+        from dpo_harness.evaluation import shared_context
+
+        key = id(model)
+        if key in self._shared_ok:
+            return self._shared_ok[key]
+        impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        candidates = [shared_context.score_pairs_kv]
+        if impl in ("sdpa", "eager"):
+            candidates.insert(0, shared_context.score_pairs_tree)
+        # One question's pairs (the first context with two or more choices) as the probe.
+        first_ctx = next(
+            ctx
+            for ctx, cont in pairs
+            if cont and sum(1 for c2, k2 in pairs if k2 and c2 == ctx) > 1
+        )
+        probe = [(ctx, cont) for ctx, cont in pairs if ctx == first_ctx and cont][:8]
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        max_len = self._max_len(model)
+        expected = shared_context.score_pairs_direct(model, probe, max_len=max_len)
+        chosen = None
+        for scorer in candidates:
+            try:
+                got, _ = scorer(model, probe, batch_size=2, pad_id=pad_id, max_len=max_len)
+            except (TypeError, ValueError, RuntimeError, NotImplementedError):
+                continue  # a model or backend without this path: try the next, else the plain one
+            if _same_scores(got, expected):
+                chosen = scorer
+                break
+        self._shared_ok[key] = chosen
+        return chosen
+
+    def _run_loglikelihood(
+        self, reqs: list[LoglikelihoodRequest], out: Responses, role: ModelRole
+    ) -> None:
+        group = [r for r in reqs if r.model == role]
+        if not group:
+            return
+        with self._model(role) as (model, tok):
+            pairs = [
+                measure.encode_pair(tok, self._context_text(tok, r.context), r.continuation)
+                for r in group
+            ]
+            scored = self._score_pairs(model, tok, pairs, f"loglikelihood ({role})")
+        for r, (lps, greedy) in zip(group, scored, strict=True):
+            out.set(r, measure.loglikelihood_response(lps, greedy, r.continuation))
+
+    def _run_rolling(
+        self, reqs: list[RollingLoglikelihoodRequest], out: Responses, role: ModelRole
+    ) -> None:
+        group = [r for r in reqs if r.model == role]
+        if not group:
+            return
+        with self._model(role) as (model, tok):
+            max_len = self._max_len(model)
+            items: list[tuple[list[int], list[int]]] = []
+            owners: list[int] = []
             for k, r in enumerate(group):
-                out.set(
-                    r,
-                    RollingLoglikelihoodResponse(
-                        logprob=totals[k], n_tokens=counts[k], n_bytes=len(r.text.encode("utf-8"))
-                    ),
-                )
+                tokens = [measure.prefix_id(tok), *measure.encode(tok, r.text)]
+                for window in measure.rolling_windows(tokens, max_len):
+                    items.append(window)
+                    owners.append(k)
+            scored = self._score_rows(model, tok, items, f"rolling log-likelihood ({role})")
+        totals = [0.0] * len(group)
+        counts = [0] * len(group)
+        for k, (lps, _) in zip(owners, scored, strict=True):
+            totals[k] += float(sum(lps))
+            counts[k] += len(lps)
+        for k, r in enumerate(group):
+            out.set(
+                r,
+                RollingLoglikelihoodResponse(
+                    logprob=totals[k], n_tokens=counts[k], n_bytes=len(r.text.encode("utf-8"))
+                ),
+            )
 
     # ------------------------------------------------------------------ probes
 
@@ -403,19 +532,25 @@ class ModelRunner:
                     out[i] = logits[row, keep - n :, :].cpu()
         return out
 
-    def _run_probe(self, reqs: list[ProbeRequest], out: Responses) -> None:
+    def _probe_items(self, reqs: list[ProbeRequest]) -> list[tuple[list[int], list[int]]]:
         tok = self.loaded.tokenizer
-        items = [
+        return [
             measure.encode_pair(tok, self._context_text(tok, r.context), r.continuation)
             for r in reqs
         ]
-        cand = self._probe_logits("candidate", items)
+
+    def _candidate_probe_logits(self, reqs: list[ProbeRequest]) -> list[Any]:
+        """The candidate's probe logits, kept on the CPU until the reference's are computed."""
+        return self._probe_logits("candidate", self._probe_items(reqs))
+
+    def _finish_probes(self, reqs: list[ProbeRequest], cand: list[Any], out: Responses) -> None:
+        tok = self.loaded.tokenizer
         ref: list[Any] = [None] * len(reqs)
-        same_vocab = self.reference is None or (
-            self.reference.info.tokenizer_hash == self.loaded.info.tokenizer_hash
-        )
-        if self.has_reference and same_vocab and any(r.with_reference for r in reqs):
-            ref = self._probe_logits("reference", items)
+        if self.has_reference and any(r.with_reference for r in reqs):
+            with self._model("reference") as (_model, ref_tok):
+                same_vocab = ref_tok is tok or ref_tok.get_vocab() == tok.get_vocab()
+            if same_vocab:
+                ref = self._probe_logits("reference", self._probe_items(reqs))
         for k, r in enumerate(reqs):
             out.set(r, measure.probe_response(cand[k], ref[k] if r.with_reference else None, tok))
 
@@ -434,7 +569,7 @@ class ModelRunner:
         loaded: list[NonFiniteTensor] = []
         n_tensors = n_params = 0
         with torch.inference_mode():
-            for name, p in self.loaded.model.named_parameters():
+            for name, p in self._candidate().named_parameters():
                 n_tensors += 1
                 n_params += p.numel()
                 n_nan, n_inf = scan_tensor(p)
@@ -446,7 +581,7 @@ class ModelRunner:
             n_tensors=n_tensors,
             n_parameters=n_params,
             nonfinite=merge_findings(stored, loaded),
-            lora=measure.lora_stats(self.loaded.model),
+            lora=measure.lora_stats(self._candidate()),
         )
         for r in reqs:
             out.set(r, resp)
@@ -465,3 +600,15 @@ class ModelRunner:
         )
         for r in reqs:
             out.set(r, resp)
+
+
+def _same_scores(
+    got: list[tuple[list[float], list[bool]]],
+    expected: list[tuple[list[float], list[bool]]],
+    tol: float = 1e-3,
+) -> bool:
+    """Same token counts and log-probs within ``tol`` (fp32 rounding is ~1e-5 here)."""
+    for (a, _), (b, _) in zip(got, expected, strict=True):
+        if len(a) != len(b) or any(abs(x - y) > tol for x, y in zip(a, b, strict=True)):
+            return False
+    return True

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dpo_harness.errors import BadInputError
-from dpo_harness.evaluation.evaluate import load_from_config, make_suites
+from dpo_harness.evaluation.evaluate import load_from_config, make_suites, reference_loaders
 from dpo_harness.evaluation.loading import (
     LoadedModel,
     ResolvedModel,
@@ -250,16 +250,18 @@ def execute(
         report = load_model_file(plan.report_file, EvalReport, what="evaluation report")
     else:
         assert plan.candidate is not None and plan.base is not None
+        owned = loaded is None
         if loaded is None:
             loaded = load_from_config(plan.config, plan.candidate)
-        reference = None
-        if not loaded.is_adapter:  # an adapter's reference is itself with the adapter off
-            reference = load_from_config(plan.config, plan.base)
         load_s = time.perf_counter() - t0
+        # One model resident at a time for a full model with a separate base; an adapter's
+        # reference is itself with the adapter off. A model the caller loaded stays loaded.
+        ref_loader, cand_loader = reference_loaders(plan.config, loaded, plan.candidate, plan.base)
         report = evaluate_loaded(
             loaded,
             plan.config,
-            reference=reference,
+            reference_loader=ref_loader,
+            candidate_loader=cand_loader if owned else None,
             suites=plan.suites,
             progress=progress,
             log=log,

@@ -52,6 +52,9 @@ class RunConfigBase(BaseModel):
     plugin: str = "dpo"
     model: str = "demo"  # any checkpoint form the loader accepts
     base: str | None = None  # the base model of an adapter ``model`` (default: its adapter_config)
+    # CPU threads for PyTorch, training and gating alike; None: a load-aware default
+    # (dpo_harness.launcher.choose_threads). ``evaluation.threads`` overrides it for gating.
+    threads: int | None = Field(default=None, ge=1, le=1024)
     output_dir: Path
     evaluation: EvalSettings = Field(default_factory=EvalSettings)
     gate: GateSettings = Field(default_factory=GateSettings)

@@ -37,7 +37,7 @@ from dpo_harness.gate.baseline import (
 from dpo_harness.gate.decision import GateDecision
 from dpo_harness.gate.pipeline import GateRun, execute, prepare, publish
 from dpo_harness.gate.promotion import check_promotable
-from dpo_harness.launcher import Distributed, is_main_process, process_group
+from dpo_harness.launcher import Distributed, apply_threads, is_main_process, process_group
 from dpo_harness.schema import Direction, EvalConfig, EvalSettings, SuiteIdentity
 from dpo_harness.training.plugin import (
     PreflightSummary,
@@ -193,6 +193,7 @@ def train_and_gate(
     # Refuse what can be refused before minutes of training: names, margins, the promote target.
     check_run_config(config)
     check_promotable(target)
+    apply_threads(config.threads)
     base = _run_base(config)
     preflight = baseline_path = None
     created = False

@@ -268,3 +268,8 @@ def test_gate_resolves_and_fingerprints_each_model_once(
     demo = str(Path(loading.demo_model_dir()).resolve())
     assert sorted(resolved) == sorted([str(bang.resolve()), demo]), resolved
     assert sorted(fingerprinted) == sorted([str(bang.resolve()), demo]), fingerprinted
+    # One model resident at a time: the base was loaded by the runner after the candidate's
+    # last request (the candidate released first), not beside it.
+    report = json.loads((tmp_path / "o" / "report.json").read_text(encoding="utf-8"))
+    assert report["provenance"]["runner_stats"]["model_loads"] == 1
+    assert report["provenance"]["reference_source"] == "base-option"

@@ -1,7 +1,7 @@
-"""PROTOTYPE: multiple-choice log-likelihood with the shared context computed once.
+"""Multiple-choice log-likelihood with each question's shared context computed once.
 
-Phase 1 of issue #13, kept out of ``harness/runner.py`` until the module restructure lands. The
-contract is the runner's ``_score_rows``: a list of ``(context_ids, continuation_ids)`` pairs in,
+The runner's log-likelihood requests come in groups: the choices of one question share their
+context. This module scores such pairs with exactly the contract of the runner's ``_score_rows``: a list of ``(context_ids, continuation_ids)`` pairs in,
 ``(per-token log-probs, per-token greedy flags)`` per pair out, in input order, identical in
 meaning (same left truncation to ``max_len``, same "empty continuation scores nothing").
 
@@ -35,7 +35,9 @@ choices share a context they do not have) form a *group*. Two ways to compute a 
 
 Both are exact (fp32): the same per-position arithmetic as the unshared computation, only
 positions that nobody scores are skipped. ``score_pairs_direct`` is the reference: one pair at a
-time, no padding, full logits, full-vocabulary ``log_softmax``.
+time, no padding, full logits, full-vocabulary ``log_softmax``. Why two variants, what others do
+(lm-evaluation-harness recomputes the context per choice) and the measured speed-up:
+benchmarks/results/perf_findings.md §2 and benchmarks/results/mc_shared_context.md.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ def _score_flat(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[float
 
 
 def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
+    device: torch.device = next(model.parameters()).device
+    return device
 
 
 def _call(model: Any, **kwargs: Any) -> Any:

@@ -1,0 +1,80 @@
+"""Multiple-choice scoring with each question's context computed once: exact, on the demo model.
+
+The runner groups the adtech choices by their context; the shared path must give the
+per-token log-probs of the unshared path and of a direct, unbatched, full-vocabulary
+computation, within fp32 rounding, for the candidate and for an adapter's reference role.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from dpo_harness.evaluation import measure
+from dpo_harness.evaluation.runner import ModelRunner
+from dpo_harness.evaluation.shared_context import (
+    score_pairs_direct,
+    score_pairs_kv,
+    score_pairs_tree,
+)
+from dpo_harness.evaluation.suite import SuiteContext
+from dpo_harness.schema import GenerationSettings, LoglikelihoodRequest
+from dpo_harness.suites.adtech import AdtechSuite
+
+
+def _mc_pairs(loaded: Any, n_items: int = 40) -> list[tuple[list[int], list[int]]]:
+    ctx = SuiteContext(generation=GenerationSettings())
+    reqs = [r for r in AdtechSuite().plan(ctx) if isinstance(r, LoglikelihoodRequest)]
+    tok = loaded.tokenizer
+    pairs = []
+    for r in reqs[: n_items * 4]:
+        text = r.context if isinstance(r.context, str) else measure.render_prompt(tok, r.context)
+        pairs.append(measure.encode_pair(tok, text, r.continuation))
+    return pairs
+
+
+def _max_diff(
+    a: list[tuple[list[float], list[bool]]], b: list[tuple[list[float], list[bool]]]
+) -> float:
+    worst = 0.0
+    for (la, ga), (lb, gb) in zip(a, b, strict=True):
+        assert len(la) == len(lb) and ga == gb
+        worst = max([worst, *(abs(x - y) for x, y in zip(la, lb, strict=True))])
+    return worst
+
+
+def test_shared_context_scoring_is_exact_against_the_direct_computation(demo_loaded: Any) -> None:
+    model, tok = demo_loaded.model, demo_loaded.tokenizer
+    pairs = _mc_pairs(demo_loaded)
+    assert len({tuple(c) for c, _ in pairs}) < len(pairs), "the choices share contexts"
+    direct = score_pairs_direct(model, pairs, max_len=2048)
+    runner = ModelRunner(demo_loaded, batch_size=7)
+    plain = runner._score_rows(model, tok, pairs, "plain")
+    shared = runner._score_pairs(model, tok, pairs, "shared")
+    assert runner._shared_ok[id(model)] is not None, "the shared path was used"
+    for scored in (plain, shared):
+        assert _max_diff(scored, direct) <= 1e-4
+    for scorer in (score_pairs_kv, score_pairs_tree):
+        got, stats = scorer(model, pairs, batch_size=5, pad_id=0, max_len=2048)
+        assert _max_diff(got, direct) <= 1e-4
+        assert stats["forwards"] < len(pairs)  # fewer forward passes than one per choice
+
+
+@pytest.mark.parametrize("scorer", [score_pairs_kv, score_pairs_tree])
+def test_edge_cases_empty_and_one_token_choices_and_truncation(
+    demo_loaded: Any, scorer: Any
+) -> None:
+    model = demo_loaded.model
+    ctx = [5, 17, 99, 230, 11]
+    pairs = [
+        (ctx, [7]),  # one token: scored from the context's last position only
+        (ctx, []),  # empty: scores nothing
+        (ctx, [8, 9, 10, 11, 12, 13]),
+        ([3, 4], [1, 2]),  # another question, two choices
+        ([3, 4], [2]),
+    ]
+    for max_len in (2048, 6):  # 6: contexts and the long choice are truncated as the runner does
+        expected = score_pairs_direct(model, pairs, max_len=max_len)
+        got, _ = scorer(model, pairs, batch_size=2, pad_id=0, max_len=max_len)
+        assert got[1] == ([], [])
+        assert _max_diff(got, expected) <= 1e-4
