@@ -266,7 +266,7 @@ class ModelRunner:
         batches_before = self.stats.forward_batches
 
         def sharded(kinds: dict[str, list[Any]]) -> Responses:
-            local = self._run_kinds({k: dist.shard(v) for k, v in kinds.items()})
+            local = self._run_kinds({k: _shard(k, v, dist) for k, v in kinds.items()})
             merged = Responses()
             for part in dist.all_gather(local.items()):
                 for req, resp in part:
@@ -612,3 +612,18 @@ def _same_scores(
         if len(a) != len(b) or any(abs(x - y) > tol for x, y in zip(a, b, strict=True)):
             return False
     return True
+
+
+def _shard(kind: str, reqs: list[Any], dist: Distributed) -> list[Any]:
+    """This process's share of one kind of request.
+
+    Round-robin, except that the choices of one multiple-choice question (log-likelihood
+    requests with the same model and context) stay on one process, or the shared-context
+    scoring would compute their context once per process.
+    """
+    if kind != "loglikelihood":
+        return dist.shard(reqs)
+    groups: dict[tuple[Any, Any], list[Any]] = {}
+    for r in reqs:
+        groups.setdefault((r.model, r.context), []).append(r)
+    return [r for group in dist.shard(list(groups.values())) for r in group]
