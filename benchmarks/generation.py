@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from dpo_harness.evaluation.loading import load_checkpoint
-from dpo_harness.evaluation.measure import render_prompt
+from dpo_harness.evaluation.measure import eos_ids, render_prompt
 from dpo_harness.evaluation.runner import ModelRunner
 from dpo_harness.files import atomic_write_text, read_jsonl
 from dpo_harness.schema import ChatMessage, GenerationSettings
@@ -64,14 +64,14 @@ def main() -> None:
     texts = [render_prompt(tok, (ChatMessage(role="user", content=p),)) for p in prompts[: args.n]]
 
     def runner_batched() -> list[list[int]]:
-        out = runner._generate_texts(texts, args.n)
+        out = runner.in_process._generate_texts(texts, args.n, args.max_new_tokens)
         return [out[t].token_ids for t in texts]
 
     def runner_single() -> list[list[int]]:
-        out = runner._generate_texts(texts, 1)
+        out = runner.in_process._generate_texts(texts, 1, args.max_new_tokens)
         return [out[t].token_ids for t in texts]
 
-    eos = runner._eos_ids(model, tok)
+    eos = eos_ids(model, tok)
 
     def cut(rows: list[list[int]]) -> list[list[int]]:
         res = []

@@ -50,9 +50,9 @@ def analyse(ref: str, batch_size: int) -> str:
     loaded = load_checkpoint(ref, device="cpu", dtype="float32")
     model, tok = loaded.model, loaded.tokenizer
     runner = ModelRunner(loaded, batch_size=batch_size)
-    max_len = runner._max_len(model)
+    max_len = runner.in_process._max_len(model)
     reqs = mc_requests()
-    texts = [runner._context_text(tok, r.context) for r in reqs]
+    texts = [runner.in_process._context_text(tok, r.context) for r in reqs]
     hflm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu")
 
     ours = runner.run(reqs)

@@ -48,7 +48,8 @@ def main() -> int:
     runner = ModelRunner(loaded, batch_size=16)
     reqs = mc_requests()[:80]
     pairs = [
-        measure.encode_pair(tok, runner._context_text(tok, r.context), r.continuation) for r in reqs
+        measure.encode_pair(tok, runner.in_process._context_text(tok, r.context), r.continuation)
+        for r in reqs
     ]
     pairs += [
         (pairs[0][0], []),  # empty continuation
@@ -65,11 +66,11 @@ def main() -> int:
         nonlocal failures
         kw = dict(batch_size=batch_size, pad_id=tok.pad_token_id, max_len=max_len)
         ref = score_pairs_direct(model, pairs, max_len=max_len)
-        runner._max_len = lambda _m: max_len  # type: ignore[method-assign]
+        runner.in_process._max_len = lambda _m: max_len  # type: ignore[method-assign]
         arms = {
             "kv": score_pairs_kv(model, pairs, **kw)[0],
             "tree": score_pairs_tree(model, pairs, **kw)[0],
-            "runner": runner._score_rows(model, tok, pairs, "x"),
+            "runner": runner.in_process._score_rows(model, tok, pairs, "x"),
         }
         for name, got in arms.items():
             diff = max(abs(sum(a[0]) - sum(b[0])) for a, b in zip(got, ref, strict=True))

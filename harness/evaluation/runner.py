@@ -1,29 +1,31 @@
-"""The model runner: the only code that touches a model during evaluation.
+"""The model runner: the one piece of code that turns the suites' requests into responses.
 
 Suites declare requests; the runner removes duplicates (a prompt asked for by three suites is
-generated once), sorts each kind of request by length so padding is small, runs batched greedy
-generation (left padding, explicit position ids), log-likelihood scoring of (context,
-continuation) pairs (tokenised together, as lm-evaluation-harness does, so the boundary is
-consistent), teacher-forced logit probes against a reference model, rolling log-likelihood of
-plain text, and parameter scans — and hands every response back keyed by its request.
+generated once), orders the work (all of the candidate's, then the reference's, so one model is
+resident at a time), keeps the batched generations for parity and later stages, shards the
+requests across processes under a launcher, and hands every response back keyed by its request.
+The model computations happen behind the backend seam (:mod:`~dpo_harness.evaluation.backends`):
+a model loaded in this process (:class:`~dpo_harness.evaluation.backends.hf.HFBackend`, both
+roles) or a served candidate (:class:`~dpo_harness.evaluation.backends.endpoint.EndpointBackend`,
+whose reference, if any, is loaded here).
 
 What each number *is* (tokenisation, where generation stops, probe statistics, thresholds) is
-defined in :mod:`~dpo_harness.evaluation.measure`, which is versioned; this module decides only
-how to compute it (batches, padding, devices, caching, sharding across processes).
+defined in :mod:`~dpo_harness.evaluation.measure`, which is versioned; the runner and its
+backends decide only how to compute it (batches, padding, devices, caching, sharding).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
+from dpo_harness.errors import BadInputError
 from dpo_harness.evaluation import measure
+from dpo_harness.evaluation.backends.base import REQUEST_KINDS, ModelBackend, RunnerStats
+from dpo_harness.evaluation.backends.hf import HFBackend
 from dpo_harness.evaluation.loading import LoadedModel
 from dpo_harness.evaluation.responses import Responses
-from dpo_harness.evaluation.weight_scan import merge_findings, scan_safetensors, scan_tensor
 from dpo_harness.launcher import Distributed
 from dpo_harness.schema import (
     GenerateRequest,
@@ -31,7 +33,6 @@ from dpo_harness.schema import (
     GenerationSettings,
     LoglikelihoodRequest,
     ModelRole,
-    NonFiniteTensor,
     ParityRequest,
     ParityResponse,
     ProbeRequest,
@@ -40,54 +41,20 @@ from dpo_harness.schema import (
     RollingLoglikelihoodRequest,
     RollingLoglikelihoodResponse,
     TrainingLogRequest,
-    TrainingLogResponse,
     WeightsRequest,
-    WeightsResponse,
 )
 
 __all__ = ["ModelRunner", "Responses", "RunnerStats"]
 
-T = TypeVar("T")
-
-
-@dataclass
-class RunnerStats:
-    """What the runner did: used by tests (no prompt generated twice) and the report."""
-
-    requested: int = 0
-    unique: int = 0
-    by_kind: Counter[str] = field(default_factory=Counter)
-    generations: Counter[str] = field(default_factory=Counter)  # rendered prompt -> times generated
-    forward_batches: int = 0
-    model_loads: int = 0  # loads by the runner itself (one model resident at a time)
-    world_size: int = 1  # processes that shared the work (counters above are totals over all)
-
-    def as_dict(self) -> dict[str, int]:
-        out = {
-            "requested": self.requested,
-            "unique": self.unique,
-            "forward_batches": self.forward_batches,
-            "model_loads": self.model_loads,
-            "world_size": self.world_size,
-        }
-        out["generated_prompts"] = len(self.generations)
-        out["generations"] = sum(self.generations.values())
-        out.update({f"kind.{k}": v for k, v in sorted(self.by_kind.items())})
-        return out
-
-
-def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
 
 class ModelRunner:
-    """Runs every request against a loaded model (and its reference), each computation once."""
+    """Runs every request against the candidate (and its reference), each computation once."""
 
     def __init__(
         self,
-        loaded: LoadedModel,
+        loaded: LoadedModel | None = None,
         *,
+        backend: ModelBackend | None = None,
         reference: LoadedModel | None = None,
         reference_loader: Callable[[], LoadedModel] | None = None,
         candidate_loader: Callable[[], LoadedModel] | None = None,
@@ -96,125 +63,71 @@ class ModelRunner:
         progress: bool = False,
         distributed: Distributed | None = None,
     ) -> None:
-        """``reference_loader`` (with ``candidate_loader``) keeps one model resident at a time.
+        """The candidate is ``loaded`` (in this process) or ``backend`` (e.g. a served model).
 
-        The candidate's requests run first; before the reference's, the candidate is released
+        The reference is always in this process: ``reference`` loaded beside the candidate, or
+        ``reference_loader`` (with ``candidate_loader``) to keep one model resident at a time —
+        the candidate's requests run first; before the reference's, the candidate is released
         and the reference loaded (and the other way round if a later request needs the
         candidate again), so a gate of a full model against a separate base needs one model's
-        memory, not two. A caller that passes ``reference`` keeps both loaded.
+        memory, not two. An adapter's reference is the adapter switched off.
         """
-        self.loaded = loaded
         self.distributed = distributed
-        self.reference = reference
-        self._reference_loader = reference_loader
-        self._candidate_loader = candidate_loader
         self.batch_size = batch_size
         self.generation = generation or GenerationSettings()
         # Under a launcher only the main process draws progress bars.
         self.progress = progress and (distributed is None or distributed.is_main)
         self.stats = RunnerStats(world_size=distributed.world_size if distributed else 1)
-        self._gen_cache: dict[str, GenerateResponse] = {}  # rendered prompt -> batched output
-        # model id -> the shared-context scorer checked exact for it (None: use the plain path)
-        self._shared_ok: dict[int, Callable[..., Any] | None] = {}
+        self.in_process = HFBackend(
+            loaded,
+            reference=reference,
+            reference_loader=reference_loader,
+            candidate_loader=candidate_loader,
+            batch_size=batch_size,
+            generation=self.generation,
+            stats=self.stats,
+            progress=self.progress,
+        )
+        if backend is None:
+            if loaded is None:
+                raise ValueError("ModelRunner needs a loaded model or a backend")
+            backend = self.in_process
+        else:
+            backend.stats, backend.progress = self.stats, self.progress
+        self.backend: ModelBackend = backend
+        self._gen_cache: dict[str, GenerateResponse] = {}  # prompt key -> batched output
 
     # ------------------------------------------------------------------ plumbing
 
     @property
+    def loaded(self) -> LoadedModel | None:
+        """The candidate when it is loaded in this process."""
+        return self.in_process.loaded
+
+    @property
+    def reference(self) -> LoadedModel | None:
+        """The reference model, once loaded."""
+        return self.in_process.reference
+
+    @property
     def has_reference(self) -> bool:
-        return (
-            self.reference is not None
-            or self._reference_loader is not None
-            or self.loaded.is_adapter
-        )
+        return self.in_process.has_reference
 
-    def _release(self, which: LoadedModel) -> None:
-        """Drop a model's weights (the tokenizer and identity stay) and give the memory back."""
-        import gc
+    def unavailable(self) -> dict[str, str]:
+        """Request kinds the candidate's backend cannot answer, with the reason (for the suites)."""
+        return {k: why for k in REQUEST_KINDS if (why := self.backend.unsupported(k)) is not None}
 
-        import torch
-
-        which.model = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def _candidate(self) -> Any:
-        if self.loaded.model is None:  # released for the reference: bring it back
-            assert self._candidate_loader is not None
-            if self.reference is not None and self._reference_loader is not None:
-                self._release(self.reference)
-                self.reference = None
-            self.loaded.model = self._candidate_loader().model
-            self.stats.model_loads += 1
-        return self.loaded.model
-
-    def _reference(self) -> LoadedModel:
-        if self.reference is None or self.reference.model is None:
-            assert self._reference_loader is not None
-            if self._candidate_loader is not None and self.loaded.model is not None:
-                self._release(self.loaded)  # one model resident at a time
-            self.reference = self._reference_loader()
-            self.stats.model_loads += 1
-        return self.reference
-
-    @contextlib.contextmanager
-    def _model(self, role: ModelRole) -> Iterator[tuple[Any, Any]]:
-        """(model, tokenizer) for a role; for an adapter the reference is the adapter switched off."""
+    def _for(self, role: ModelRole) -> ModelBackend:
         if role == "candidate":
-            yield self._candidate(), self.loaded.tokenizer
-        elif self.reference is not None or self._reference_loader is not None:
-            ref = self._reference()
-            yield ref.model, ref.tokenizer
-        elif self.loaded.is_adapter:
-            with self.loaded.adapter_disabled() as base:
-                yield base, self.loaded.tokenizer
-        else:
+            return self.backend
+        if not self.has_reference:
             raise RuntimeError("a reference model was requested but none is loaded")
-
-    def _device(self, model: Any) -> Any:
-        return next(model.parameters()).device
+        return self.in_process
 
     def _bar(self, total: int, desc: str) -> Any:
-        from tqdm.auto import tqdm
+        from dpo_harness.evaluation.backends.base import progress_bar
 
-        return tqdm(total=total, desc=desc, unit="req", disable=not self.progress, leave=False)
-
-    def _max_len(self, model: Any) -> int:
-        cfg = getattr(model, "config", None)
-        return int(getattr(cfg, "max_position_embeddings", None) or 2048)
-
-    def _left_pad(
-        self, rows: Sequence[Sequence[int]], pad_id: int, device: Any
-    ) -> tuple[Any, Any, Any]:
-        import torch
-
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            if r:
-                ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-                mask[i, width - len(r) :] = 1
-        # Left padding shifts positions unless they are derived from the mask (as generate() does).
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids.to(device), mask.to(device), pos.to(device)
-
-    def _forward_tail(
-        self, model: Any, rows: Sequence[Sequence[int]], keep: int, pad_id: int
-    ) -> Any:
-        """float32 logits of the last ``keep`` positions of each left-padded row: (B, keep, V)."""
-        import torch
-
-        ids, mask, pos = self._left_pad(rows, pad_id, self._device(model))
-        self.stats.forward_batches += 1
-        with torch.inference_mode():
-            try:
-                out = model(
-                    input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep
-                )
-            except TypeError:  # a model without logits_to_keep: slice afterwards
-                out = model(input_ids=ids, attention_mask=mask, position_ids=pos)
-        return out.logits[:, -keep:, :].float()
+        return progress_bar(total, desc, self.progress)
 
     # ------------------------------------------------------------------ entry point
 
@@ -228,9 +141,23 @@ class ModelRunner:
         for r in unique:
             by_kind.setdefault(r.kind, []).append(r)
             self.stats.by_kind[r.kind] += 1
+        self._check_answerable(by_kind)
         if self.distributed is None:
             return self._run_kinds(by_kind)
         return self._run_distributed(by_kind, self.distributed)
+
+    def _check_answerable(self, by_kind: dict[str, list[Any]]) -> None:
+        """A suite that asks the candidate for what its backend cannot compute is told why."""
+        for kind, reqs in by_kind.items():
+            if kind in ("loglikelihood", "rolling") and all(r.model != "candidate" for r in reqs):
+                continue
+            why = self.backend.unsupported(kind)
+            if why is not None:
+                raise BadInputError(
+                    f"a suite asked the {self.backend.name} for {kind} requests, which it cannot "
+                    f"answer: {why}",
+                    "deselect that suite with --suites, or evaluate a checkpoint directory",
+                )
 
     def _run_kinds(self, by_kind: dict[str, list[Any]]) -> Responses:
         """Every request, all of the candidate's work first, then all of the reference's.
@@ -251,13 +178,16 @@ class ModelRunner:
         for kind, handler in candidate_phase:
             if by_kind.get(kind):
                 handler(by_kind[kind], out)
-        cand_logits = self._candidate_probe_logits(probes) if probes else []
+        cand_logits = self.backend.probe_logits(probes) if probes else []
         if by_kind.get("loglikelihood"):
             self._run_loglikelihood(by_kind["loglikelihood"], out, "reference")
         if by_kind.get("rolling"):
             self._run_rolling(by_kind["rolling"], out, "reference")
         if probes:
-            self._finish_probes(probes, cand_logits, out)
+            for r, resp in zip(
+                probes, self.backend.finish_probes(probes, cand_logits), strict=True
+            ):
+                out.set(r, resp)
         return out
 
     def _run_distributed(self, by_kind: dict[str, list[Any]], dist: Distributed) -> Responses:
@@ -279,7 +209,7 @@ class ModelRunner:
         # for the same prompt must not generate it again.
         for req, resp in out.items():
             if isinstance(req, GenerateRequest) and isinstance(resp, GenerateResponse):
-                self._gen_cache.setdefault(self._rendered(req.prompt), resp)
+                self._gen_cache.setdefault(self.backend.prompt_key(req.prompt), resp)
         if "parity" in by_kind:
             out.update(sharded({"parity": by_kind["parity"]}))
         # Counters become totals over all ranks, identical everywhere.
@@ -297,179 +227,58 @@ class ModelRunner:
 
     # ------------------------------------------------------------------ generation
 
-    def _generate_texts(
-        self, texts: Sequence[str], batch_size: int, bar: Any = None
-    ) -> dict[str, GenerateResponse]:
-        """Greedy generation for rendered prompts, longest first, results keyed by text."""
-        import torch
-
-        model, tok = self._candidate(), self.loaded.tokenizer
-        eos = measure.eos_ids(model, tok)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
-        gen_cfg = measure.generation_config(self.generation.max_new_tokens, eos, pad_id)
-        encoded = {t: measure.encode(tok, t) for t in texts}
-        order = sorted(texts, key=lambda t: -len(encoded[t]))
-        results: dict[str, GenerateResponse] = {}
-        for batch in _batches(order, batch_size):
-            ids, mask, _ = self._left_pad([encoded[t] for t in batch], pad_id, self._device(model))
-            self.stats.forward_batches += 1
-            with torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
-            new = out[:, ids.shape[1] :].tolist()
-            for t, row in zip(batch, new, strict=True):
-                results[t] = measure.cut_at_eos(tok, row, eos)
-                self.stats.generations[t] += 1
-            if bar is not None:
-                bar.update(len(batch))
-        return results
-
-    def _rendered(self, prompt: Prompt) -> str:
-        return measure.render_prompt(self.loaded.tokenizer, prompt, self.generation.system_prompt)
-
     def _ensure_generated(self, prompts: Sequence[Prompt], desc: str = "generate") -> None:
-        todo = list(
-            dict.fromkeys(t for t in map(self._rendered, prompts) if t not in self._gen_cache)
-        )
+        todo: dict[str, Prompt] = {}
+        for p in prompts:
+            key = self.backend.prompt_key(p)
+            if key not in self._gen_cache:
+                todo.setdefault(key, p)
         if not todo:
             return
-        with self._bar(len(todo), desc) as bar:
-            self._gen_cache.update(self._generate_texts(todo, self.batch_size, bar))
+        answers = self.backend.generate(
+            list(todo.values()),
+            batch_size=self.batch_size,
+            max_new_tokens=self.generation.max_new_tokens,
+            desc=desc,
+        )
+        for key, resp in zip(todo, answers, strict=True):
+            self._gen_cache[key] = resp
+            self.stats.generations[key] += 1
 
     def _run_generate(self, reqs: list[GenerateRequest], out: Responses) -> None:
         self._ensure_generated([r.prompt for r in reqs])
         for r in reqs:
-            out.set(r, self._gen_cache[self._rendered(r.prompt)])
+            out.set(r, self._gen_cache[self.backend.prompt_key(r.prompt)])
 
     def _run_parity(self, reqs: list[ParityRequest], out: Responses) -> None:
         for r in reqs:
             self._ensure_generated(list(r.prompts))
-            texts = [self._rendered(p) for p in r.prompts]
-            batched = [self._gen_cache[t] for t in texts]
-            before = Counter(self.stats.generations)
-            with self._bar(len(texts), "parity (one by one)") as bar:
-                single = self._generate_texts(texts, 1, bar)
-            # Parity re-generation is a check of the runner, not a second evaluation of a prompt.
-            self.stats.generations = before
+            keys = [self.backend.prompt_key(p) for p in r.prompts]
+            batched = [self._gen_cache[k] for k in keys]
+            # Parity re-generation is a check of the runner, not a second evaluation of a
+            # prompt: it is not counted in stats.generations.
+            single = self.backend.generate(
+                list(r.prompts),
+                batch_size=1,
+                max_new_tokens=self.generation.max_new_tokens,
+                desc="parity (one by one)",
+            )
             mismatched = [
                 i
-                for i, (t, b) in enumerate(zip(texts, batched, strict=True))
-                if single[t].token_ids != b.token_ids
+                for i, (s, b) in enumerate(zip(single, batched, strict=True))
+                if s.token_ids != b.token_ids
             ]
             out.set(
                 r,
                 ParityResponse(
-                    n_prompts=len(texts),
+                    n_prompts=len(keys),
                     mismatched=mismatched,
                     batched=[b.text for b in batched],
-                    single=[single[t].text for t in texts],
+                    single=[s.text for s in single],
                 ),
             )
 
-    # ------------------------------------------------------------------ log-likelihood
-
-    def _context_text(self, tokenizer: Any, context: Prompt | str) -> str:
-        if isinstance(context, str):
-            return context
-        return measure.render_prompt(tokenizer, context, self.generation.system_prompt)
-
-    def _score_rows(
-        self, model: Any, tok: Any, items: list[tuple[list[int], list[int]]], desc: str
-    ) -> list[tuple[list[float], list[bool]]]:
-        """Per-token log-probs and greedy flags of each continuation, in input order."""
-        import torch
-
-        max_len = self._max_len(model)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        prepared = []
-        for ctx, cont in items:
-            cont = cont[-max_len:]
-            full = (ctx + cont)[-(max_len + 1) :]
-            prepared.append((full[:-1], cont))
-        order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i][0]))
-        results: list[tuple[list[float], list[bool]]] = [([], [])] * len(prepared)
-        with self._bar(len(prepared), desc) as bar:
-            for batch in _batches(order, self.batch_size):
-                keep = max(max(len(prepared[i][1]) for i in batch), 1)
-                logits = self._forward_tail(model, [prepared[i][0] for i in batch], keep, pad_id)
-                logp = torch.log_softmax(logits, dim=-1)
-                for row, i in enumerate(batch):
-                    cont = prepared[i][1]
-                    if not cont:
-                        results[i] = ([], [])
-                        continue
-                    lp = logp[row, keep - len(cont) :, :]
-                    target = torch.tensor(cont, device=lp.device).unsqueeze(-1)
-                    token_lp = lp.gather(-1, target).squeeze(-1)
-                    greedy = lp.argmax(-1).eq(target.squeeze(-1))
-                    results[i] = (token_lp.tolist(), greedy.tolist())
-                bar.update(len(batch))
-        return results
-
-    def _score_pairs(
-        self, model: Any, tok: Any, pairs: list[tuple[list[int], list[int]]], desc: str
-    ) -> list[tuple[list[float], list[bool]]]:
-        """:meth:`_score_rows`, with the shared context of multiple-choice pairs computed once.
-
-        Pairs sharing their context ids (the choices of one question) go through
-        :mod:`~dpo_harness.evaluation.shared_context` — one packed row per question under a tree
-        attention mask where the model honours a custom 4D mask (sdpa, eager), else a KV cache
-        reused per choice — after a one-time check per model that it matches the unshared
-        computation; anything else keeps the plain path.
-        """
-        contexts = [tuple(ctx) for ctx, cont in pairs if cont]
-        if len(set(contexts)) == len(contexts):  # no two pairs share a context: nothing to share
-            return self._score_rows(model, tok, pairs, desc)
-        scorer = self._shared_scorer(model, tok, pairs)
-        if scorer is None:
-            return self._score_rows(model, tok, pairs, desc)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        with self._bar(len(pairs), desc) as bar:
-            scored, stats = scorer(
-                model,
-                pairs,
-                batch_size=self.batch_size,
-                pad_id=pad_id,
-                max_len=self._max_len(model),
-            )
-            bar.update(len(pairs))
-        self.stats.forward_batches += int(stats.get("forwards", 0))
-        result: list[tuple[list[float], list[bool]]] = scored
-        return result
-
-    def _shared_scorer(
-        self, model: Any, tok: Any, pairs: list[tuple[list[int], list[int]]]
-    ) -> Callable[..., Any] | None:
-        """The shared-context scorer this model computes exactly (checked once), or None."""
-        from dpo_harness.evaluation import shared_context
-
-        key = id(model)
-        if key in self._shared_ok:
-            return self._shared_ok[key]
-        impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
-        candidates = [shared_context.score_pairs_kv]
-        if impl in ("sdpa", "eager"):
-            candidates.insert(0, shared_context.score_pairs_tree)
-        # One question's pairs (the first context with two or more choices) as the probe.
-        first_ctx = next(
-            ctx
-            for ctx, cont in pairs
-            if cont and sum(1 for c2, k2 in pairs if k2 and c2 == ctx) > 1
-        )
-        probe = [(ctx, cont) for ctx, cont in pairs if ctx == first_ctx and cont][:8]
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        max_len = self._max_len(model)
-        expected = shared_context.score_pairs_direct(model, probe, max_len=max_len)
-        chosen = None
-        for scorer in candidates:
-            try:
-                got, _ = scorer(model, probe, batch_size=2, pad_id=pad_id, max_len=max_len)
-            except (TypeError, ValueError, RuntimeError, NotImplementedError):
-                continue  # a model or backend without this path: try the next, else the plain one
-            if _same_scores(got, expected):
-                chosen = scorer
-                break
-        self._shared_ok[key] = chosen
-        return chosen
+    # ------------------------------------------------------------------ scores
 
     def _run_loglikelihood(
         self, reqs: list[LoglikelihoodRequest], out: Responses, role: ModelRole
@@ -477,12 +286,9 @@ class ModelRunner:
         group = [r for r in reqs if r.model == role]
         if not group:
             return
-        with self._model(role) as (model, tok):
-            pairs = [
-                measure.encode_pair(tok, self._context_text(tok, r.context), r.continuation)
-                for r in group
-            ]
-            scored = self._score_pairs(model, tok, pairs, f"loglikelihood ({role})")
+        scored = self._for(role).loglikelihood(
+            role, [(r.context, r.continuation) for r in group], f"loglikelihood ({role})"
+        )
         for r, (lps, greedy) in zip(group, scored, strict=True):
             out.set(r, measure.loglikelihood_response(lps, greedy, r.continuation))
 
@@ -492,126 +298,28 @@ class ModelRunner:
         group = [r for r in reqs if r.model == role]
         if not group:
             return
-        with self._model(role) as (model, tok):
-            max_len = self._max_len(model)
-            items: list[tuple[list[int], list[int]]] = []
-            owners: list[int] = []
-            for k, r in enumerate(group):
-                tokens = [measure.prefix_id(tok), *measure.encode(tok, r.text)]
-                for window in measure.rolling_windows(tokens, max_len):
-                    items.append(window)
-                    owners.append(k)
-            scored = self._score_rows(model, tok, items, f"rolling log-likelihood ({role})")
-        totals = [0.0] * len(group)
-        counts = [0] * len(group)
-        for k, (lps, _) in zip(owners, scored, strict=True):
-            totals[k] += float(sum(lps))
-            counts[k] += len(lps)
-        for k, r in enumerate(group):
+        scored = self._for(role).rolling(
+            role, [r.text for r in group], f"rolling log-likelihood ({role})"
+        )
+        for r, (logprob, n_tokens) in zip(group, scored, strict=True):
             out.set(
                 r,
                 RollingLoglikelihoodResponse(
-                    logprob=totals[k], n_tokens=counts[k], n_bytes=len(r.text.encode("utf-8"))
+                    logprob=logprob, n_tokens=n_tokens, n_bytes=len(r.text.encode("utf-8"))
                 ),
             )
-
-    # ------------------------------------------------------------------ probes
-
-    def _probe_logits(self, role: ModelRole, items: list[tuple[list[int], list[int]]]) -> list[Any]:
-        """Teacher-forced logits over each continuation (one (len(cont), V) tensor per item)."""
-        out: list[Any] = [None] * len(items)
-        with self._model(role) as (model, tok):
-            pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-            order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
-            for batch in _batches(order, self.batch_size):
-                rows = [(items[i][0] + items[i][1])[:-1] for i in batch]
-                keep = max(len(items[i][1]) for i in batch)
-                logits = self._forward_tail(model, rows, keep, pad_id)
-                for row, i in enumerate(batch):
-                    n = len(items[i][1])
-                    out[i] = logits[row, keep - n :, :].cpu()
-        return out
-
-    def _probe_items(self, reqs: list[ProbeRequest]) -> list[tuple[list[int], list[int]]]:
-        tok = self.loaded.tokenizer
-        return [
-            measure.encode_pair(tok, self._context_text(tok, r.context), r.continuation)
-            for r in reqs
-        ]
-
-    def _candidate_probe_logits(self, reqs: list[ProbeRequest]) -> list[Any]:
-        """The candidate's probe logits, kept on the CPU until the reference's are computed."""
-        return self._probe_logits("candidate", self._probe_items(reqs))
-
-    def _finish_probes(self, reqs: list[ProbeRequest], cand: list[Any], out: Responses) -> None:
-        tok = self.loaded.tokenizer
-        ref: list[Any] = [None] * len(reqs)
-        if self.has_reference and any(r.with_reference for r in reqs):
-            with self._model("reference") as (_model, ref_tok):
-                same_vocab = ref_tok is tok or ref_tok.get_vocab() == tok.get_vocab()
-            if same_vocab:
-                ref = self._probe_logits("reference", self._probe_items(reqs))
-        for k, r in enumerate(reqs):
-            out.set(r, measure.probe_response(cand[k], ref[k] if r.with_reference else None, tok))
 
     # ------------------------------------------------------------------ weights and logs
 
     def _run_weights(self, reqs: list[WeightsRequest], out: Responses) -> None:
-        import torch
-
-        spec = self.loaded.spec
-        # Stored weights first, streamed from the files (no second copy of the model), so a bad
-        # tensor is named as it is saved; then the loaded parameters, which also show overflow
-        # from a dtype cast and cover models that exist only in memory.
-        stored: list[NonFiniteTensor] = []
-        if spec.weight_files and not spec.pickle:
-            _, _, stored = scan_safetensors(spec.weight_files)
-        loaded: list[NonFiniteTensor] = []
-        n_tensors = n_params = 0
-        with torch.inference_mode():
-            for name, p in self._candidate().named_parameters():
-                n_tensors += 1
-                n_params += p.numel()
-                n_nan, n_inf = scan_tensor(p)
-                if n_nan or n_inf:
-                    loaded.append(
-                        NonFiniteTensor(name=name, n_nan=n_nan, n_inf=n_inf, numel=p.numel())
-                    )
-        resp = WeightsResponse(
-            n_tensors=n_tensors,
-            n_parameters=n_params,
-            nonfinite=merge_findings(stored, loaded),
-            lora=measure.lora_stats(self._candidate()),
-        )
+        resp = self.backend.weights()
         for r in reqs:
             out.set(r, resp)
 
     def _run_training_log(self, reqs: list[TrainingLogRequest], out: Responses) -> None:
-        path = self.loaded.spec.trainer_state
-        history: list[dict[str, Any]] = []
-        step = None
-        if path is not None:
-            try:
-                history, step = measure.read_trainer_state(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                history = []
-        resp = TrainingLogResponse(
-            path=str(path) if path else None, log_history=history, global_step=step
-        )
+        resp = self.backend.training_log()
         for r in reqs:
             out.set(r, resp)
-
-
-def _same_scores(
-    got: list[tuple[list[float], list[bool]]],
-    expected: list[tuple[list[float], list[bool]]],
-    tol: float = 1e-3,
-) -> bool:
-    """Same token counts and log-probs within ``tol`` (fp32 rounding is ~1e-5 here)."""
-    for (a, _), (b, _) in zip(got, expected, strict=True):
-        if len(a) != len(b) or any(abs(x - y) > tol for x, y in zip(a, b, strict=True)):
-            return False
-    return True
 
 
 def _shard(kind: str, reqs: list[Any], dist: Distributed) -> list[Any]:

@@ -49,9 +49,9 @@ def test_shared_context_scoring_is_exact_against_the_direct_computation(demo_loa
     assert len({tuple(c) for c, _ in pairs}) < len(pairs), "the choices share contexts"
     direct = score_pairs_direct(model, pairs, max_len=2048)
     runner = ModelRunner(demo_loaded, batch_size=7)
-    plain = runner._score_rows(model, tok, pairs, "plain")
-    shared = runner._score_pairs(model, tok, pairs, "shared")
-    assert runner._shared_ok[id(model)] is not None, "the shared path was used"
+    plain = runner.in_process._score_rows(model, tok, pairs, "plain")
+    shared = runner.in_process._score_pairs(model, tok, pairs, "shared")
+    assert runner.in_process._shared_ok[id(model)] is not None, "the shared path was used"
     for scored in (plain, shared):
         assert _max_diff(scored, direct) <= 1e-4
     for scorer in (score_pairs_kv, score_pairs_tree):

@@ -1,0 +1,451 @@
+"""The in-process backend: a transformers model loaded here, the candidate and its reference.
+
+Batched greedy generation (left padding, explicit position ids), log-likelihood of (context,
+continuation) pairs with the shared context of multiple-choice questions computed once, rolling
+log-likelihood in windows, teacher-forced probe logits, parameter scans and the training log.
+One model is resident at a time when the reference is a separate model with a loader: the
+candidate is released before the reference loads (and brought back if asked for again). An
+adapter's reference is the adapter switched off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from dpo_harness.evaluation import measure
+from dpo_harness.evaluation.backends.base import RunnerStats, TokenScores, progress_bar
+from dpo_harness.evaluation.loading import LoadedModel
+from dpo_harness.evaluation.weight_scan import merge_findings, scan_safetensors, scan_tensor
+from dpo_harness.schema import (
+    GenerateResponse,
+    GenerationSettings,
+    ModelRole,
+    NonFiniteTensor,
+    ProbeRequest,
+    ProbeResponse,
+    Prompt,
+    TrainingLogResponse,
+    WeightsResponse,
+)
+
+__all__ = ["HFBackend"]
+
+T = TypeVar("T")
+
+
+def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class HFBackend:
+    """A model in this process. ``loaded`` is None when it serves only a served candidate's reference."""
+
+    name = "in-process model"
+
+    def __init__(
+        self,
+        loaded: LoadedModel | None,
+        *,
+        reference: LoadedModel | None = None,
+        reference_loader: Callable[[], LoadedModel] | None = None,
+        candidate_loader: Callable[[], LoadedModel] | None = None,
+        batch_size: int = 16,
+        generation: GenerationSettings | None = None,
+        stats: RunnerStats | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.loaded = loaded
+        self.reference = reference
+        self._reference_loader = reference_loader
+        self._candidate_loader = candidate_loader
+        self.batch_size = batch_size
+        self.generation = generation or GenerationSettings()
+        self.stats = stats or RunnerStats()
+        self.progress = progress
+        # model id -> the shared-context scorer checked exact for it (None: use the plain path)
+        self._shared_ok: dict[int, Callable[..., Any] | None] = {}
+
+    # ------------------------------------------------------------------ roles and residency
+
+    @property
+    def has_candidate(self) -> bool:
+        return self.loaded is not None
+
+    @property
+    def has_reference(self) -> bool:
+        return (
+            self.reference is not None
+            or self._reference_loader is not None
+            or (self.loaded is not None and self.loaded.is_adapter)
+        )
+
+    def unsupported(self, kind: str) -> str | None:
+        return None if self.loaded is not None else "no candidate model is loaded in this process"
+
+    def _cand(self) -> LoadedModel:
+        if self.loaded is None:
+            raise RuntimeError("the in-process backend has no candidate model")
+        return self.loaded
+
+    def _release(self, which: LoadedModel) -> None:
+        """Drop a model's weights (the tokenizer and identity stay) and give the memory back."""
+        import gc
+
+        import torch
+
+        which.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _candidate(self) -> Any:
+        loaded = self._cand()
+        if loaded.model is None:  # released for the reference: bring it back
+            assert self._candidate_loader is not None
+            if self.reference is not None and self._reference_loader is not None:
+                self._release(self.reference)
+                self.reference = None
+            loaded.model = self._candidate_loader().model
+            self.stats.model_loads += 1
+        return loaded.model
+
+    def _reference(self) -> LoadedModel:
+        if self.reference is None or self.reference.model is None:
+            assert self._reference_loader is not None
+            if (
+                self._candidate_loader is not None
+                and self.loaded is not None
+                and self.loaded.model is not None
+            ):
+                self._release(self.loaded)  # one model resident at a time
+            self.reference = self._reference_loader()
+            self.stats.model_loads += 1
+        return self.reference
+
+    @contextlib.contextmanager
+    def _model(self, role: ModelRole) -> Iterator[tuple[Any, Any]]:
+        """(model, tokenizer) for a role; for an adapter the reference is the adapter switched off."""
+        if role == "candidate":
+            yield self._candidate(), self._cand().tokenizer
+        elif self.reference is not None or self._reference_loader is not None:
+            ref = self._reference()
+            yield ref.model, ref.tokenizer
+        elif self.loaded is not None and self.loaded.is_adapter:
+            with self.loaded.adapter_disabled() as base:
+                yield base, self.loaded.tokenizer
+        else:
+            raise RuntimeError("a reference model was requested but none is loaded")
+
+    # ------------------------------------------------------------------ tensors
+
+    def _device(self, model: Any) -> Any:
+        return next(model.parameters()).device
+
+    def _bar(self, total: int, desc: str) -> Any:
+        return progress_bar(total, desc, self.progress)
+
+    def _max_len(self, model: Any) -> int:
+        cfg = getattr(model, "config", None)
+        return int(getattr(cfg, "max_position_embeddings", None) or 2048)
+
+    def _left_pad(
+        self, rows: Sequence[Sequence[int]], pad_id: int, device: Any
+    ) -> tuple[Any, Any, Any]:
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+                mask[i, width - len(r) :] = 1
+        # Left padding shifts positions unless they are derived from the mask (as generate() does).
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return ids.to(device), mask.to(device), pos.to(device)
+
+    def _forward_tail(
+        self, model: Any, rows: Sequence[Sequence[int]], keep: int, pad_id: int
+    ) -> Any:
+        """float32 logits of the last ``keep`` positions of each left-padded row: (B, keep, V)."""
+        import torch
+
+        ids, mask, pos = self._left_pad(rows, pad_id, self._device(model))
+        self.stats.forward_batches += 1
+        with torch.inference_mode():
+            try:
+                out = model(
+                    input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep
+                )
+            except TypeError:  # a model without logits_to_keep: slice afterwards
+                out = model(input_ids=ids, attention_mask=mask, position_ids=pos)
+        return out.logits[:, -keep:, :].float()
+
+    # ------------------------------------------------------------------ generation
+
+    def prompt_key(self, prompt: Prompt) -> str:
+        """The rendered prompt: two conversations the chat template renders alike are one prompt."""
+        return measure.render_prompt(self._cand().tokenizer, prompt, self.generation.system_prompt)
+
+    def generate(
+        self, prompts: Sequence[Prompt], *, batch_size: int, max_new_tokens: int, desc: str
+    ) -> list[GenerateResponse]:
+        texts = [self.prompt_key(p) for p in prompts]
+        with self._bar(len(texts), desc) as bar:
+            done = self._generate_texts(list(dict.fromkeys(texts)), batch_size, max_new_tokens, bar)
+        return [done[t] for t in texts]
+
+    def _generate_texts(
+        self, texts: Sequence[str], batch_size: int, max_new_tokens: int, bar: Any = None
+    ) -> dict[str, GenerateResponse]:
+        """Greedy generation for rendered prompts, longest first, results keyed by text."""
+        import torch
+
+        model, tok = self._candidate(), self._cand().tokenizer
+        eos = measure.eos_ids(model, tok)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
+        gen_cfg = measure.generation_config(max_new_tokens, eos, pad_id)
+        encoded = {t: measure.encode(tok, t) for t in texts}
+        order = sorted(texts, key=lambda t: -len(encoded[t]))
+        results: dict[str, GenerateResponse] = {}
+        for batch in _batches(order, batch_size):
+            ids, mask, _ = self._left_pad([encoded[t] for t in batch], pad_id, self._device(model))
+            self.stats.forward_batches += 1
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
+            new = out[:, ids.shape[1] :].tolist()
+            for t, row in zip(batch, new, strict=True):
+                results[t] = measure.cut_at_eos(tok, row, eos)
+            if bar is not None:
+                bar.update(len(batch))
+        return results
+
+    # ------------------------------------------------------------------ log-likelihood
+
+    def _context_text(self, tokenizer: Any, context: Prompt | str) -> str:
+        if isinstance(context, str):
+            return context
+        return measure.render_prompt(tokenizer, context, self.generation.system_prompt)
+
+    def loglikelihood(
+        self, role: ModelRole, items: Sequence[tuple[Prompt | str, str]], desc: str
+    ) -> list[TokenScores]:
+        with self._model(role) as (model, tok):
+            pairs = [
+                measure.encode_pair(tok, self._context_text(tok, ctx), cont) for ctx, cont in items
+            ]
+            return self._score_pairs(model, tok, pairs, desc)
+
+    def _score_rows(
+        self, model: Any, tok: Any, items: list[tuple[list[int], list[int]]], desc: str
+    ) -> list[TokenScores]:
+        """Per-token log-probs and greedy flags of each continuation, in input order."""
+        import torch
+
+        max_len = self._max_len(model)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        prepared = []
+        for ctx, cont in items:
+            cont = cont[-max_len:]
+            full = (ctx + cont)[-(max_len + 1) :]
+            prepared.append((full[:-1], cont))
+        order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i][0]))
+        results: list[TokenScores] = [([], [])] * len(prepared)
+        with self._bar(len(prepared), desc) as bar:
+            for batch in _batches(order, self.batch_size):
+                keep = max(max(len(prepared[i][1]) for i in batch), 1)
+                logits = self._forward_tail(model, [prepared[i][0] for i in batch], keep, pad_id)
+                logp = torch.log_softmax(logits, dim=-1)
+                for row, i in enumerate(batch):
+                    cont = prepared[i][1]
+                    if not cont:
+                        results[i] = ([], [])
+                        continue
+                    lp = logp[row, keep - len(cont) :, :]
+                    target = torch.tensor(cont, device=lp.device).unsqueeze(-1)
+                    token_lp = lp.gather(-1, target).squeeze(-1)
+                    greedy = lp.argmax(-1).eq(target.squeeze(-1))
+                    results[i] = (token_lp.tolist(), greedy.tolist())
+                bar.update(len(batch))
+        return results
+
+    def _score_pairs(
+        self, model: Any, tok: Any, pairs: list[tuple[list[int], list[int]]], desc: str
+    ) -> list[TokenScores]:
+        """:meth:`_score_rows`, with the shared context of multiple-choice pairs computed once.
+
+        Pairs sharing their context ids (the choices of one question) go through
+        :mod:`~dpo_harness.evaluation.shared_context` — one packed row per question under a tree
+        attention mask where the model honours a custom 4D mask (sdpa, eager), else a KV cache
+        reused per choice — after a one-time check per model that it matches the unshared
+        computation; anything else keeps the plain path.
+        """
+        contexts = [tuple(ctx) for ctx, cont in pairs if cont]
+        if len(set(contexts)) == len(contexts):  # no two pairs share a context: nothing to share
+            return self._score_rows(model, tok, pairs, desc)
+        scorer = self._shared_scorer(model, tok, pairs)
+        if scorer is None:
+            return self._score_rows(model, tok, pairs, desc)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        with self._bar(len(pairs), desc) as bar:
+            scored, stats = scorer(
+                model,
+                pairs,
+                batch_size=self.batch_size,
+                pad_id=pad_id,
+                max_len=self._max_len(model),
+            )
+            bar.update(len(pairs))
+        self.stats.forward_batches += int(stats.get("forwards", 0))
+        result: list[TokenScores] = scored
+        return result
+
+    def _shared_scorer(
+        self, model: Any, tok: Any, pairs: list[tuple[list[int], list[int]]]
+    ) -> Callable[..., Any] | None:
+        """The shared-context scorer this model computes exactly (checked once), or None."""
+        from dpo_harness.evaluation import shared_context
+
+        key = id(model)
+        if key in self._shared_ok:
+            return self._shared_ok[key]
+        impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        candidates = [shared_context.score_pairs_kv]
+        if impl in ("sdpa", "eager"):
+            candidates.insert(0, shared_context.score_pairs_tree)
+        # One question's pairs (the first context with two or more choices) as the probe.
+        first_ctx = next(
+            ctx
+            for ctx, cont in pairs
+            if cont and sum(1 for c2, k2 in pairs if k2 and c2 == ctx) > 1
+        )
+        probe = [(ctx, cont) for ctx, cont in pairs if ctx == first_ctx and cont][:8]
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        max_len = self._max_len(model)
+        expected = shared_context.score_pairs_direct(model, probe, max_len=max_len)
+        chosen = None
+        for scorer in candidates:
+            try:
+                got, _ = scorer(model, probe, batch_size=2, pad_id=pad_id, max_len=max_len)
+            except (TypeError, ValueError, RuntimeError, NotImplementedError):
+                continue  # a model or backend without this path: try the next, else the plain one
+            if _same_scores(got, expected):
+                chosen = scorer
+                break
+        self._shared_ok[key] = chosen
+        return chosen
+
+    def rolling(self, role: ModelRole, texts: Sequence[str], desc: str) -> list[tuple[float, int]]:
+        with self._model(role) as (model, tok):
+            max_len = self._max_len(model)
+            items: list[tuple[list[int], list[int]]] = []
+            owners: list[int] = []
+            for k, text in enumerate(texts):
+                tokens = [measure.prefix_id(tok), *measure.encode(tok, text)]
+                for window in measure.rolling_windows(tokens, max_len):
+                    items.append(window)
+                    owners.append(k)
+            scored = self._score_rows(model, tok, items, desc)
+        totals = [0.0] * len(texts)
+        counts = [0] * len(texts)
+        for k, (lps, _) in zip(owners, scored, strict=True):
+            totals[k] += float(sum(lps))
+            counts[k] += len(lps)
+        return list(zip(totals, counts, strict=True))
+
+    # ------------------------------------------------------------------ probes
+
+    def _probe_logits(self, role: ModelRole, items: list[tuple[list[int], list[int]]]) -> list[Any]:
+        """Teacher-forced logits over each continuation (one (len(cont), V) tensor per item)."""
+        out: list[Any] = [None] * len(items)
+        with self._model(role) as (model, tok):
+            pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+            order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
+            for batch in _batches(order, self.batch_size):
+                rows = [(items[i][0] + items[i][1])[:-1] for i in batch]
+                keep = max(len(items[i][1]) for i in batch)
+                logits = self._forward_tail(model, rows, keep, pad_id)
+                for row, i in enumerate(batch):
+                    n = len(items[i][1])
+                    out[i] = logits[row, keep - n :, :].cpu()
+        return out
+
+    def _probe_items(self, reqs: Sequence[ProbeRequest]) -> list[tuple[list[int], list[int]]]:
+        tok = self._cand().tokenizer
+        return [
+            measure.encode_pair(tok, self._context_text(tok, r.context), r.continuation)
+            for r in reqs
+        ]
+
+    def probe_logits(self, reqs: Sequence[ProbeRequest]) -> list[Any]:
+        """The candidate's probe logits, kept on the CPU until the reference's are computed."""
+        return self._probe_logits("candidate", self._probe_items(reqs))
+
+    def finish_probes(
+        self, reqs: Sequence[ProbeRequest], candidate_logits: Sequence[Any]
+    ) -> list[ProbeResponse]:
+        tok = self._cand().tokenizer
+        ref: list[Any] = [None] * len(reqs)
+        if self.has_reference and any(r.with_reference for r in reqs):
+            with self._model("reference") as (_model, ref_tok):
+                same_vocab = ref_tok is tok or ref_tok.get_vocab() == tok.get_vocab()
+            if same_vocab:
+                ref = self._probe_logits("reference", self._probe_items(reqs))
+        return [
+            measure.probe_response(candidate_logits[k], ref[k] if r.with_reference else None, tok)
+            for k, r in enumerate(reqs)
+        ]
+
+    # ------------------------------------------------------------------ weights and logs
+
+    def weights(self) -> WeightsResponse:
+        import torch
+
+        spec = self._cand().spec
+        # Stored weights first, streamed from the files (no second copy of the model), so a bad
+        # tensor is named as it is saved; then the loaded parameters, which also show overflow
+        # from a dtype cast and cover models that exist only in memory.
+        stored: list[NonFiniteTensor] = []
+        if spec.weight_files and not spec.pickle:
+            _, _, stored = scan_safetensors(spec.weight_files)
+        loaded: list[NonFiniteTensor] = []
+        n_tensors = n_params = 0
+        with torch.inference_mode():
+            for name, p in self._candidate().named_parameters():
+                n_tensors += 1
+                n_params += p.numel()
+                n_nan, n_inf = scan_tensor(p)
+                if n_nan or n_inf:
+                    loaded.append(
+                        NonFiniteTensor(name=name, n_nan=n_nan, n_inf=n_inf, numel=p.numel())
+                    )
+        return WeightsResponse(
+            n_tensors=n_tensors,
+            n_parameters=n_params,
+            nonfinite=merge_findings(stored, loaded),
+            lora=measure.lora_stats(self._candidate()),
+        )
+
+    def training_log(self) -> TrainingLogResponse:
+        path = self._cand().spec.trainer_state
+        history: list[dict[str, Any]] = []
+        step = None
+        if path is not None:
+            try:
+                history, step = measure.read_trainer_state(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                history = []
+        return TrainingLogResponse(
+            path=str(path) if path else None, log_history=history, global_step=step
+        )
+
+
+def _same_scores(got: list[TokenScores], expected: list[TokenScores], tol: float = 1e-3) -> bool:
+    """Same token counts and log-probs within ``tol`` (fp32 rounding is ~1e-5 here)."""
+    for (a, _), (b, _) in zip(got, expected, strict=True):
+        if len(a) != len(b) or any(abs(x - y) > tol for x, y in zip(a, b, strict=True)):
+            return False
+    return True
