@@ -1,9 +1,11 @@
 """dpo-harness as a pytest plugin: put a model behind the same CI gate as the code.
 
 Registered through the ``pytest11`` entry point (``dpo_harness``); it only adds its options
-unless ``--dpo-checkpoint`` is given (``pytest -p no:dpo_harness`` switches it off entirely)::
+unless ``--dpo-checkpoint`` or ``--dpo-endpoint`` is given (``pytest -p no:dpo_harness`` switches
+it off entirely)::
 
     pytest --dpo-checkpoint PATH [--dpo-baseline FILE] [--dpo-suites numerical,adtech] [--dpo-base MODEL]
+    pytest --dpo-endpoint URL --dpo-model NAME --dpo-base MODEL   # a served model as the candidate
 
 Every evaluation setting of the CLI is here with ``dpo-`` in front (``--dpo-batch-size``,
 ``--dpo-suite-data``, ``--dpo-max-new-tokens`` …, from :mod:`dpo_harness.settings`), and so are
@@ -96,7 +98,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "dpo: a dpo-harness gate item (one suite metric)")
-    if config.getoption("dpo_checkpoint", default=None):
+    if config.getoption("dpo_checkpoint", default=None) or config.getoption(
+        "dpo_endpoint", default=None
+    ):
         gate = DpoGate(config)
         config.stash[_KEY] = gate
         config.pluginmanager.register(gate, "dpo-harness-gate")
@@ -107,7 +111,16 @@ def _usage_error(exc: Exception) -> pytest.UsageError:
 
     text = exc.render() if isinstance(exc, HarnessError) else str(exc)
     # The fixes name CLI flags; under pytest the same settings are --dpo-<flag>.
-    for flag in ("--baselines-dir", "--baseline ", "--base ", "--suite-data", "--suites"):
+    for flag in (
+        "--baselines-dir",
+        "--baseline ",
+        "--base ",
+        "--suite-data",
+        "--suites",
+        "--endpoint",
+        "--model ",
+        "--no-endpoint-cache",
+    ):
         text = text.replace(flag, "--dpo-" + flag.lstrip("-"))
     return pytest.UsageError(text)
 
@@ -117,7 +130,8 @@ class DpoGate:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.checkpoint: str = config.getoption("dpo_checkpoint")
+        self.checkpoint: str | None = config.getoption("dpo_checkpoint")
+        self.endpoint: str | None = config.getoption("dpo_endpoint")
         self.plan: GatePlan | None = None
         self._run: GateRun | None = None
         self._loaded: LoadedModel | None = None
@@ -159,9 +173,9 @@ class DpoGate:
 
             try:
                 overrides = eval_overrides(self._values(EVAL_OPTIONS))
-                config = validate_config(
-                    {**overrides, "checkpoint": self.checkpoint}, EvalConfig, source="--dpo options"
-                )
+                if self.checkpoint is not None:
+                    overrides["checkpoint"] = self.checkpoint
+                config = validate_config(overrides, EvalConfig, source="--dpo options")
                 policy = validate_config(
                     policy_overrides(self._values(POLICY_OPTIONS)),
                     GatePolicy,
@@ -190,8 +204,10 @@ class DpoGate:
         from dpo_harness.gate.pipeline import execute, publish
 
         plan = self.prepare()
-        loaded = None if plan.report_file is not None else self.loaded
-        run = execute(plan, loaded=loaded, progress=progress, command="pytest --dpo-checkpoint")
+        in_process = plan.report_file is None and plan.served is None
+        loaded = self.loaded if in_process else None
+        command = "pytest --dpo-endpoint" if plan.served is not None else "pytest --dpo-checkpoint"
+        run = execute(plan, loaded=loaded, progress=progress, command=command)
         publish(run, log=lambda _msg: None)
         return run
 
@@ -216,7 +232,16 @@ class DpoGate:
         )
 
     @property
+    def name(self) -> str:
+        """The candidate as the user named it."""
+        if self.checkpoint is None and self.endpoint is not None:
+            return f"{self.config.getoption('dpo_model')} @ {self.endpoint}"
+        return self.checkpoint or "demo"
+
+    @property
     def loaded(self) -> LoadedModel:
+        if self.checkpoint is None:
+            pytest.skip("the candidate is a served model (--dpo-endpoint): no model object here")
         if self._loaded is None:
             from dpo_harness.evaluation.evaluate import load_from_config
             from dpo_harness.evaluation.loading import resolve_model
@@ -302,7 +327,7 @@ class DpoGate:
     def _evaluate_visibly(self) -> GateRun:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.write_line(f"dpo-harness: evaluating {self.checkpoint} for the gate …")
+            reporter.write_line(f"dpo-harness: evaluating {self.name} for the gate …")
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         if capture is not None:
             with capture.global_and_fixture_disabled():
@@ -402,7 +427,10 @@ class GateFailure(AssertionError):
 def _gate(request: pytest.FixtureRequest) -> DpoGate:
     gate = request.config.stash.get(_KEY, None)
     if gate is None:
-        pytest.skip("run pytest with --dpo-checkpoint PATH to use the dpo_* fixtures")
+        pytest.skip(
+            "run pytest with --dpo-checkpoint PATH (or --dpo-endpoint URL --dpo-model NAME) "
+            "to use the dpo_* fixtures"
+        )
     return gate
 
 

@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "DEFAULT_SUITES",
@@ -21,6 +21,7 @@ __all__ = [
     "ChatMessage",
     "CheckpointKind",
     "Direction",
+    "EndpointSettings",
     "EvalConfig",
     "EvalReport",
     "EvalSettings",
@@ -101,6 +102,7 @@ class CheckpointKind(str, Enum):
     FULL = "full"
     PEFT_ADAPTER = "peft-adapter"
     TRAINER_CHECKPOINT = "trainer-checkpoint"
+    SERVED = "served"  # a model behind an OpenAI-compatible server (--endpoint)
 
 
 # The built-in suites, in the order they are reported: the one default, wherever a suite list
@@ -137,11 +139,53 @@ class EvalSettings(_Strict):
         return v
 
 
+class EndpointSettings(_Strict):
+    """A served model as the candidate: an OpenAI-compatible server (``--endpoint URL --model NAME``).
+
+    Answers are cached on disk, keyed on the endpoint, the model, the served model's identity and
+    the whole request (which holds the generation settings), so a re-run does not ask twice.
+    """
+
+    url: str  # the server's root or its /v1 URL
+    model: str  # the model name the server serves
+    # The served model's tokenizer (a directory or hub id): prompt token counts (the chat-template
+    # check), the compatibility key, the exact tokens of log-likelihood requests. None: ``model``
+    # if it loads as a tokenizer here, else the reference (--base).
+    tokenizer: str | None = None
+    concurrency: int = Field(default=4, ge=1, le=256)
+    timeout: float = Field(default=120.0, gt=0, le=3600)  # seconds for one answer
+    retries: int = Field(default=3, ge=0, le=20)  # of a failed request, with exponential backoff
+    cache: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://localhost:8000")
+        return v
+
+
 class EvalConfig(EvalSettings):
     """What `dpo-harness evaluate` runs (also loadable from YAML/JSON): settings plus the model."""
 
-    checkpoint: str | None = None  # None: the embedded demo model
+    checkpoint: str | None = None  # None: the embedded demo model (unless ``endpoint``)
     base: str | None = None  # reference model; default: the adapter's base, if any
+    endpoint: EndpointSettings | None = None  # a served candidate instead of a checkpoint
+
+    @model_validator(mode="after")
+    def _one_candidate(self) -> EvalConfig:
+        if self.endpoint is not None and self.checkpoint is not None:
+            raise ValueError(
+                "give either a checkpoint or an endpoint (--endpoint URL --model NAME), not both"
+            )
+        return self
+
+    @property
+    def candidate_name(self) -> str:
+        """The candidate as a person names it: the checkpoint, or the served model and its server."""
+        if self.endpoint is not None:
+            return f"{self.endpoint.model} @ {self.endpoint.url}"
+        return self.checkpoint or "demo"
 
     @classmethod
     def from_settings(
@@ -440,7 +484,7 @@ class ModelInfo(_Strict):
     base_ref: str | None = None
     base_fingerprint: str | None = None
     trainer_state: str | None = None
-    n_parameters: int
+    n_parameters: int | None  # None: not known (a served model)
     dtype: str
     device: str
     chat_template_hash: str | None = None

@@ -112,6 +112,51 @@ EVAL_OPTIONS: tuple[OptionSpec, ...] = (
         "Reference model for KL and answer perplexity (default: an adapter's base).",
         metavar="MODEL",
     ),
+    OptionSpec(
+        "--endpoint",
+        "endpoint.url",
+        "Evaluate a served model instead of a checkpoint: an OpenAI-compatible server's URL "
+        "(with --model).",
+        metavar="URL",
+    ),
+    OptionSpec(
+        "--model",
+        "endpoint.model",
+        "The model name the --endpoint server serves.",
+        metavar="NAME",
+    ),
+    OptionSpec(
+        "--endpoint-tokenizer",
+        "endpoint.tokenizer",
+        "The served model's tokenizer (default: --model if it loads here, else --base): the "
+        "chat-template check, the baseline key, exact log-likelihood tokens.",
+        metavar="MODEL",
+    ),
+    OptionSpec(
+        "--endpoint-concurrency",
+        "endpoint.concurrency",
+        "Requests in flight at once to the endpoint (default 4).",
+        kind="int",
+    ),
+    OptionSpec(
+        "--endpoint-timeout",
+        "endpoint.timeout",
+        "Seconds to wait for one answer of the endpoint (default 120).",
+        kind="int",
+    ),
+    OptionSpec(
+        "--endpoint-retries",
+        "endpoint.retries",
+        "Retries of a failed endpoint request, with exponential backoff (default 3).",
+        kind="int",
+    ),
+    OptionSpec(
+        "--no-endpoint-cache",
+        "endpoint.cache",
+        "Ask the endpoint again instead of reusing its cached answers.",
+        kind="flag",
+        parse=lambda _given: False,
+    ),
     OptionSpec("--device", "device", "auto (default), cpu, cuda, cuda:N, mps.", metavar="DEVICE"),
     OptionSpec(
         "--dtype",
@@ -193,7 +238,24 @@ def _overrides(specs: tuple[OptionSpec, ...], values: Mapping[str, Any]) -> dict
 
 def eval_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
     """EvalConfig overrides from parsed option values, keyed by :attr:`OptionSpec.dest`."""
-    return _overrides(EVAL_OPTIONS, values)
+    out = _overrides(EVAL_OPTIONS, values)
+    endpoint = out.get("endpoint")
+    if endpoint is not None and "url" not in endpoint:
+        given = sorted(
+            spec.flag
+            for spec in EVAL_OPTIONS
+            if spec.field.startswith("endpoint.") and spec.field.split(".")[1] in endpoint
+        )
+        raise BadInputError(
+            f"{', '.join(given)} describe a served model, but no --endpoint was given",
+            "add --endpoint URL (an OpenAI-compatible server), or drop those options",
+        )
+    if endpoint is not None and "model" not in endpoint:
+        raise BadInputError(
+            "--endpoint needs --model NAME: the model name the server serves",
+            f"list them with: curl {endpoint['url'].rstrip('/').removesuffix('/v1')}/v1/models",
+        )
+    return out
 
 
 def policy_overrides(values: Mapping[str, Any]) -> dict[str, Any]:

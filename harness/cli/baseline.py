@@ -45,6 +45,12 @@ def _target(
     model: str | None, kw: dict[str, Any], dir_opt: Path | None
 ) -> tuple[EvalConfig, Path, Path]:
     """The evaluation config, the baselines directory and the baseline file MODEL maps to."""
+    if kw.get("endpoint") or kw.get("model"):
+        raise BadInputError(
+            "a baseline is the in-process evaluation of a base model; --endpoint/--model name a "
+            "served candidate",
+            "pass the base model itself: dpo-harness baseline create BASE_MODEL",
+        )
     config = build_eval_config(model or "demo", **kw)
     directory = baselines_dir(dir_opt)
     return config, directory, directory / f"{slug_for(config.checkpoint or 'demo')}.json"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from dpo_harness.errors import EXIT_INTERNAL, HarnessError
+from dpo_harness.errors import EXIT_INTERNAL, BadInputError, HarnessError
 from dpo_harness.files import load_config_file, validate_config
 from dpo_harness.launcher import is_main_process
 from dpo_harness.schema import EvalConfig
@@ -187,6 +187,11 @@ def build_eval_config(
     """The EvalConfig the user asked for: ``--config`` file, then the options given on top."""
     overrides = eval_overrides(values)
     if checkpoint is not None:
+        if "endpoint" in overrides:
+            raise BadInputError(
+                f"give either a checkpoint ({checkpoint}) or --endpoint, not both",
+                "drop the checkpoint to evaluate the served model, or drop --endpoint/--model",
+            )
         overrides["checkpoint"] = checkpoint
     if config_file is not None:
         return load_config_file(config_file, EvalConfig, overrides=overrides)

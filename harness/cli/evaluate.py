@@ -30,11 +30,14 @@ def evaluate(checkpoint: str | None, out: Path | None, quiet: bool, **kw: Any) -
     """Evaluate CHECKPOINT (default: the embedded demo model) on every suite.
 
     CHECKPOINT is a model directory, a PEFT adapter directory, a Trainer checkpoint-N directory,
-    or a hub id. Writes report.json (with per-sample results), report.md and report.html to
-    --out. Exit 0 every hard limit holds, 1 one fails, 2 bad input.
+    or a hub id; or, instead, a served model: --endpoint URL --model NAME (an OpenAI-compatible
+    server; what it cannot compute is skipped, with the reason). Writes report.json (with
+    per-sample results), report.md and report.html to --out. Exit 0 every hard limit holds, 1
+    one fails, 2 bad input.
 
     \b
     Example: dpo-harness evaluate runs/my-run/checkpoint-800 --suites numerical,repetition
+    Example: dpo-harness evaluate --endpoint http://localhost:8000 --model my-model
     """
 
     def body() -> int:

@@ -18,13 +18,13 @@ from dpo_harness.cli.common import (
     run_guarded,
     split_options,
 )
-from dpo_harness.errors import EXIT_FAILED, EXIT_OK
+from dpo_harness.errors import EXIT_FAILED, EXIT_OK, BadInputError
 
 __all__ = ["gate_command"]
 
 
 @click.command("gate")
-@click.argument("candidate")
+@click.argument("candidate", required=False)
 @eval_options
 @policy_options
 @click.option(
@@ -55,7 +55,7 @@ __all__ = ["gate_command"]
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def gate_command(
-    candidate: str,
+    candidate: str | None,
     baseline_file: Path | None,
     baselines_dir_opt: Path | None,
     promote_to: Path | None,
@@ -67,12 +67,17 @@ def gate_command(
 ) -> None:
     """Gate CANDIDATE against the stored baseline of its base model.
 
+    CANDIDATE is a checkpoint, or a served model given by --endpoint URL --model NAME (with
+    --base, or --baseline: the base a served model comes from cannot be read off it; metrics it
+    cannot compute are skipped verdicts, with the reason).
+
     Exit 0 promote, 1 refuse, 2 bad input. Everything that can be checked before evaluating is
     checked first (the baseline is this base's, the promote target loses nothing, margins name
     real metrics).
 
     \b
     Example: dpo-harness gate runs/my-run/final --promote-to models/candidate
+    Example: dpo-harness gate --endpoint http://localhost:8000 --model my-model --base BASE
     """
 
     def body() -> int:
@@ -81,6 +86,11 @@ def gate_command(
 
         eval_values, policy_values = split_options(kw)
         config = build_eval_config(candidate, **eval_values)
+        if candidate is None and config.endpoint is None:
+            raise BadInputError(
+                "no candidate: give a CANDIDATE checkpoint, or --endpoint URL --model NAME",
+                "e.g. dpo-harness gate runs/my-run/final",
+            )
         plan = prepare(
             config,
             baseline_file=baseline_file,
@@ -103,14 +113,14 @@ def gate_command(
                 # Same responses, same seeded statistics: the main process's decision, which it
                 # alone publishes and prints.
                 return EXIT_OK if run.decision.decision == "promote" else EXIT_FAILED
-            local = Path(candidate)
+            local = Path(candidate) if candidate is not None else None
             decision = publish(
                 run,
                 promote_to=promote_to,
-                candidate_dir=local if local.is_dir() else None,
+                candidate_dir=local if local is not None and local.is_dir() else None,
                 log=echo_err,
             )
-        _print(decision, candidate, plan.out_dir)
+        _print(decision, config.candidate_name, plan.out_dir)
         return EXIT_OK if decision.decision == "promote" else EXIT_FAILED
 
     sys.exit(run_guarded(body))

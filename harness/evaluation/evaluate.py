@@ -1,8 +1,10 @@
-"""Evaluate one checkpoint: load it, run every selected suite through one runner, build the report.
+"""Evaluate one model: load it (or reach it), run every selected suite through one runner, build the report.
 
 The flow is one direction: suites plan requests → the runner answers them (deduplicated across
 suites) → suites plan follow-up requests that need the first answers → the runner answers those →
-suites score → :class:`~dpo_harness.schema.EvalReport`.
+suites score → :class:`~dpo_harness.schema.EvalReport`. The candidate is a checkpoint loaded in
+this process (:func:`evaluate_loaded`) or a served model (:func:`evaluate_served`); the same
+suites and runner serve both.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from dpo_harness import __version__
 from dpo_harness.errors import BadInputError
@@ -25,16 +28,21 @@ from dpo_harness.schema import (
     EvalConfig,
     EvalReport,
     EvalSettings,
+    ModelInfo,
     Provenance,
     ReferenceSource,
     SuiteIdentity,
     SuiteResult,
 )
 
+if TYPE_CHECKING:
+    from dpo_harness.evaluation.backends.endpoint import ServedModel
+
 __all__ = [
     "evaluate",
     "evaluate_base",
     "evaluate_loaded",
+    "evaluate_served",
     "library_versions",
     "load_from_config",
     "load_reference",
@@ -139,6 +147,24 @@ def evaluate(
     """
     t0 = time.perf_counter()
     suites = make_suites(config)  # bad suite names fail before any model is loaded
+    if config.endpoint is not None:
+        from dpo_harness.evaluation.backends.endpoint import connect
+
+        quiet_rank = distributed is not None and not distributed.is_main
+        served = connect(config, log=None if quiet_rank else log)
+        connect_s = time.perf_counter() - t0
+        report = evaluate_served(
+            served,
+            config,
+            suites=suites,
+            progress=progress,
+            log=log,
+            command=command,
+            distributed=distributed,
+        )
+        report.provenance.timings["connect"] = round(connect_s, 3)
+        report.provenance.timings["total"] = round(time.perf_counter() - t0, 3)
+        return report
     candidate = resolve_model(
         config.checkpoint, base_override=config.base, allow_pickle=config.allow_pickle
     )
@@ -188,12 +214,7 @@ def evaluate_loaded(
     ``candidate_loader``) loads it only when needed, one model resident at a time
     (:func:`reference_loaders`).
     """
-    import torch
-
-    quiet_rank = distributed is not None and not distributed.is_main
-    say = (lambda _msg: None) if log is None or quiet_rank else log
     suites = suites if suites is not None else make_suites(config)
-    torch.manual_seed(config.seed)
     runner = ModelRunner(
         loaded,
         reference=reference,
@@ -204,12 +225,126 @@ def evaluate_loaded(
         progress=progress,
         distributed=distributed,
     )
+    results, timings = _run_suites(
+        runner,
+        config,
+        suites,
+        is_adapter=loaded.is_adapter,
+        has_trainer_state=loaded.spec.trainer_state is not None,
+        log=log,
+        distributed=distributed,
+    )
+    reference = reference if reference is not None else runner.reference
+    return EvalReport(
+        provenance=_provenance(
+            config,
+            suites,
+            runner,
+            model=loaded.info,
+            reference=reference.info if reference is not None else loaded.base_info,
+            reference_source=_reference_source(loaded, reference),
+            device=str(loaded.device),
+            dtype=str(loaded.dtype).removeprefix("torch."),
+            timings=timings,
+            command=command,
+        ),
+        suites=results,
+    )
+
+
+def evaluate_served(
+    served: ServedModel,
+    config: EvalConfig,
+    *,
+    suites: list[Suite] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    command: str | None = None,
+    distributed: Distributed | None = None,
+) -> EvalReport:
+    """Evaluate a served model (:func:`~dpo_harness.evaluation.backends.endpoint.connect`).
+
+    The reference, when ``config.base`` names one, is loaded in this process when a suite first
+    needs it (answers scored under the base). If the server rendered any generated prompt into
+    another number of tokens than the local chat template, the report's chat-template and
+    tokenizer hashes are cleared: the answers were not produced from the baseline's rendering,
+    and the gate refuses to compare them.
+    """
+    reference_loader = None
+    if config.base is not None:
+        base = config.base
+        reference_loader = lambda: load_from_config(config, base)  # noqa: E731
+    else:
+        apply_threads(config.threads)
+    backend = served.backend(config.generation)
+    suites = suites if suites is not None else make_suites(config)
+    runner = ModelRunner(
+        backend=backend,
+        reference_loader=reference_loader,
+        batch_size=config.batch_size,
+        generation=config.generation,
+        progress=progress,
+        distributed=distributed,
+    )
+    results, timings = _run_suites(
+        runner,
+        config,
+        suites,
+        is_adapter=False,
+        has_trainer_state=False,
+        log=log,
+        distributed=distributed,
+    )
+    info = served.info
+    if backend.prompt_mismatches:
+        info = info.model_copy(update={"chat_template_hash": None, "tokenizer_hash": None})
+        if log is not None and (distributed is None or distributed.is_main):
+            log(
+                f"warning: the server rendered {len(backend.prompt_mismatches)} prompt(s) into "
+                f"other token counts than the local chat template (first: "
+                f"{backend.prompt_mismatches[0]}); the report's template hashes are cleared"
+            )
+    reference = runner.reference
+    return EvalReport(
+        provenance=_provenance(
+            config,
+            suites,
+            runner,
+            model=info,
+            reference=reference.info if reference is not None else None,
+            reference_source="base-option" if reference is not None else "none",
+            device=served.client.url,
+            dtype="served",
+            timings=timings,
+            command=command,
+        ),
+        suites=results,
+    )
+
+
+def _run_suites(
+    runner: ModelRunner,
+    config: EvalSettings,
+    suites: list[Suite],
+    *,
+    is_adapter: bool,
+    has_trainer_state: bool,
+    log: Callable[[str], None] | None,
+    distributed: Distributed | None,
+) -> tuple[list[SuiteResult], dict[str, float]]:
+    """Plan, run (two stages) and score every suite; (results, timings)."""
+    import torch
+
+    quiet_rank = distributed is not None and not distributed.is_main
+    say = (lambda _msg: None) if log is None or quiet_rank else log
+    torch.manual_seed(config.seed)
     ctx = SuiteContext(
         generation=config.generation,
         has_reference=runner.has_reference,
-        is_adapter=loaded.is_adapter,
-        has_trainer_state=loaded.spec.trainer_state is not None,
+        is_adapter=is_adapter,
+        has_trainer_state=has_trainer_state,
         seed=config.seed,
+        unavailable=runner.unavailable(),
     )
     timings: dict[str, float] = {}
 
@@ -233,22 +368,37 @@ def evaluate_loaded(
         res.seconds = round(time.perf_counter() - t, 3)
         timings[f"score.{s.name}"] = res.seconds
         results.append(res)
+    return results, timings
 
-    reference = reference if reference is not None else runner.reference
-    ref_info = reference.info if reference is not None else loaded.base_info
-    prov = Provenance(
+
+def _provenance(
+    config: EvalSettings,
+    suites: list[Suite],
+    runner: ModelRunner,
+    *,
+    model: ModelInfo,
+    reference: ModelInfo | None,
+    reference_source: ReferenceSource,
+    device: str,
+    dtype: str,
+    timings: dict[str, float],
+    command: str | None,
+) -> Provenance:
+    import torch
+
+    return Provenance(
         harness_version=__version__,
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         command=command,
-        model=loaded.info,
-        reference=ref_info,
-        reference_source=_reference_source(loaded, reference),
+        model=model,
+        reference=reference,
+        reference_source=reference_source,
         suites={s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites},
         generation=config.generation,
         measurement_version=measure.MEASUREMENT_VERSION,
         libraries=library_versions(),
-        device=str(loaded.device),
-        dtype=str(loaded.dtype).removeprefix("torch."),
+        device=device,
+        dtype=dtype,
         seed=config.seed,
         batch_size=config.batch_size,
         threads=torch.get_num_threads(),
@@ -256,7 +406,6 @@ def evaluate_loaded(
         timings=timings,
         runner_stats=runner.stats.as_dict(),
     )
-    return EvalReport(provenance=prov, suites=results)
 
 
 def evaluate_base(

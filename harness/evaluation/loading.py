@@ -33,10 +33,12 @@ __all__ = [
     "demo_model_dir",
     "load_checkpoint",
     "load_model",
+    "load_tokenizer",
     "resolve_checkpoint",
     "resolve_device",
     "resolve_dtype",
     "resolve_model",
+    "tokenizer_hashes",
     "tokenizer_identity",
     "wrap_in_memory",
 ]
@@ -344,6 +346,17 @@ def tokenizer_identity(
     """(chat template hash, vocabulary hash) of a resolved model, loading only its tokenizer."""
     base_path = model.base.spec.path if model.base is not None else None
     return _tokenizer_hashes(_load_tokenizer(model.spec.path, base_path, trust_remote_code))
+
+
+def load_tokenizer(ref: str, trust_remote_code: bool = False) -> Any:
+    """A tokenizer alone: ``demo``, a model directory, or a hub id (only its tokenizer files)."""
+    path = demo_model_dir() if ref in DEMO_ALIASES else Path(os.path.expanduser(ref))
+    return _load_tokenizer(path, None, trust_remote_code)
+
+
+def tokenizer_hashes(tokenizer: Any) -> tuple[str | None, str | None]:
+    """(chat template hash, vocabulary hash): the tokenizer's part of a baseline's key."""
+    return _tokenizer_hashes(tokenizer)
 
 
 def _tokenizer_hashes(tokenizer: Any) -> tuple[str | None, str | None]:

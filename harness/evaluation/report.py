@@ -11,6 +11,7 @@ from tabulate import tabulate
 __all__ = [
     "format_value",
     "metric_status",
+    "params_text",
     "render_markdown",
     "render_table",
     "truncate",
@@ -106,11 +107,16 @@ def _failure_lines(report: EvalReport, quote: str = "") -> list[str]:
     return lines
 
 
+def params_text(n: int | None) -> str:
+    """A parameter count for people; a served model's is not known."""
+    return "unknown" if n is None else f"{n:,}"
+
+
 def render_table(report: EvalReport, tablefmt: str = "simple") -> str:
     """The table printed at the end of `evaluate`: suite, metric, value, hard limit, pass/FAIL."""
     p = report.provenance
     head = (
-        f"model: {p.model.ref}  ({p.model.kind.value}, {p.model.n_parameters:,} params, "
+        f"model: {p.model.ref}  ({p.model.kind.value}, {params_text(p.model.n_parameters)} params, "
         f"{p.dtype} on {p.device})\nfingerprint: {p.model.fingerprint[:23]}…"
     )
     if p.reference is not None:
@@ -136,7 +142,7 @@ def render_markdown(report: EvalReport) -> str:
         f"# Evaluation of `{p.model.ref}`",
         "",
         f"- fingerprint: `{p.model.fingerprint}`",
-        f"- kind: {p.model.kind.value}; {p.model.n_parameters:,} parameters; {p.dtype} on {p.device}",
+        f"- kind: {p.model.kind.value}; {params_text(p.model.n_parameters)} parameters; {p.dtype} on {p.device}",
         f"- harness {p.harness_version}; created {p.created_at}",
         "",
         tabulate(

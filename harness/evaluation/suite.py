@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar
@@ -41,6 +41,14 @@ class SuiteContext:
     is_adapter: bool = False
     has_trainer_state: bool = False
     seed: int = 0
+    # Request kinds the candidate's backend cannot answer, each with the reason a person reads
+    # (a served model's weights and logits are out of reach; a server may return no prompt
+    # log-probabilities). A suite plans none of them and marks what needs them skipped.
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+
+    def cannot(self, kind: str) -> str | None:
+        """Why the candidate's requests of ``kind`` cannot be answered; None when they can."""
+        return self.unavailable.get(kind)
 
 
 def hash_files(paths: Sequence[Path]) -> str:

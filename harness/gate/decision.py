@@ -363,6 +363,7 @@ def gate(
     policy = policy or GatePolicy()
     base_report = baseline.report
     verdicts: list[MetricVerdict] = []
+    not_computed: list[str] = []  # metrics of the baseline the candidate did not compute
     self_scored = candidate.provenance.reference_source == "none" and (
         candidate.provenance.model.fingerprint != baseline.base_fingerprint
     )
@@ -414,6 +415,27 @@ def gate(
                 )
                 continue
             verdicts.append(_compare(m, base_m, suite, float(margin), policy, name))
+        # A metric of the baseline the candidate did not compute (a served model has no weights
+        # to scan, a server may return no log-probabilities) is a skipped verdict with the
+        # candidate's reason: said in the decision, never silently dropped.
+        computed = {m.name for m in suite.metrics}
+        for base_m in base_suite.metrics:
+            if base_m.name in computed:
+                continue
+            name = f"{suite.name}::{base_m.name}"
+            why = suite.skipped.get(base_m.name, "not computed")
+            not_computed.append(name)
+            verdicts.append(
+                MetricVerdict(
+                    suite=suite.name,
+                    metric=base_m.name,
+                    direction=base_m.direction,
+                    unit=base_m.unit,
+                    baseline=base_m.value,
+                    verdict=Verdict.SKIPPED,
+                    reason=f"{name}: skipped for the candidate: {why}",
+                )
+            )
 
     # Holm across every metric with a regression p-value: a "regressed" must survive it.
     tested = [v for v in verdicts if v.p_regressed is not None]
@@ -434,6 +456,11 @@ def gate(
         reasons = [
             f"all {gated} gated metrics are non-inferior to the baseline and every hard limit holds."
         ]
+        if not_computed:
+            reasons.append(
+                f"{len(not_computed)} metrics of the baseline were not computed for the candidate "
+                f"and decide nothing: {', '.join(not_computed)}."
+            )
     return GateDecision(
         decision="refuse" if refuse else "promote",
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

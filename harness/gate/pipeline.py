@@ -3,7 +3,9 @@
 Three steps, each with one job:
 
 1. :func:`prepare` — everything that can be decided without loading a model, done once: resolve
-   and fingerprint the candidate and its base (:func:`~dpo_harness.evaluation.loading.resolve_model`),
+   and fingerprint the candidate and its base (:func:`~dpo_harness.evaluation.loading.resolve_model`;
+   a served candidate is reached and identified instead,
+   :func:`~dpo_harness.evaluation.backends.endpoint.connect`),
    find the baseline (by the base's fingerprint, then by name), check that it is the baseline of
    *this* base and that a given ``--report`` is about *this* candidate, build the compatibility
    key from the suites, data, settings and tokenizer and check it, validate the policy's margins
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dpo_harness.errors import BadInputError
 from dpo_harness.evaluation.evaluate import load_from_config, make_suites, reference_loaders
@@ -46,6 +49,9 @@ from dpo_harness.gate.decision import GateDecision, GatePolicy, gate
 from dpo_harness.gate.render import render_gate_markdown
 from dpo_harness.launcher import Distributed
 from dpo_harness.schema import EvalConfig, EvalReport, SuiteIdentity
+
+if TYPE_CHECKING:
+    from dpo_harness.evaluation.backends.endpoint import ServedModel
 
 __all__ = [
     "GatePlan",
@@ -74,6 +80,7 @@ class GatePlan:
     report_file: Path | None = None
     promote_to: Path | None = None
     notes: list[str] = field(default_factory=list)  # logged overrides, said in the decision
+    served: ServedModel | None = None  # a served candidate (--endpoint), reached and identified
 
 
 @dataclass
@@ -108,8 +115,9 @@ def _find(
     if baseline_file is not None:
         return baseline_file
     if base is None:
+        what = "a served model" if config.endpoint is not None else "a full model, not an adapter"
         raise BadInputError(
-            f"cannot tell the base model of {config.checkpoint or 'demo'} (a full model, not an adapter)",
+            f"cannot tell the base model of {config.candidate_name} ({what})",
             "pass --base BASE_MODEL or --baseline FILE",
         )
     return find_baseline(directory, base_ref=base.ref, base_fingerprint=base.fingerprint)
@@ -134,14 +142,21 @@ def _check_baseline_is_for(
     return [f"compared against another model's baseline (--allow-baseline-mismatch): {said}"]
 
 
-def _check_report_is_for(report: EvalReport, candidate: ResolvedModel | None, path: Path) -> None:
+def _check_report_is_for(
+    report: EvalReport, candidate: ResolvedModel | ServedModel | None, path: Path
+) -> None:
     if candidate is None:
         return
+    ref, fingerprint = (
+        (candidate.ref, candidate.fingerprint)
+        if isinstance(candidate, ResolvedModel)
+        else (candidate.info.ref, candidate.info.fingerprint)
+    )
     got = report.provenance.model.fingerprint
-    if got != candidate.fingerprint:
+    if got != fingerprint:
         raise BadInputError(
             f"{path} is the evaluation of {report.provenance.model.ref} ({got[:19]}…), not of "
-            f"{candidate.ref} ({candidate.fingerprint[:19]}…); a gate decides on evidence about "
+            f"{ref} ({fingerprint[:19]}…); a gate decides on evidence about "
             "the candidate's own weights",
             "evaluate the candidate (drop --report), or pass the report made for it",
         )
@@ -173,9 +188,16 @@ def prepare(
     from dpo_harness.gate.promotion import check_promotable
 
     policy = policy or GatePolicy()
-    if promote_to is not None:
+    served: ServedModel | None = None
+    if config.endpoint is not None:
+        if promote_to is not None:
+            raise BadInputError(
+                "a served model cannot be promoted: there are no files here to copy",
+                "gate the checkpoint directory the server loads, or drop --promote-to",
+            )
+    elif promote_to is not None:
         check_promotable(promote_to)
-    if candidate is None:
+    if config.endpoint is None and candidate is None:
         candidate = resolve_model(
             config.checkpoint, base_override=config.base, allow_pickle=config.allow_pickle
         )
@@ -197,14 +219,24 @@ def prepare(
         config = config.model_copy(update={"base": base.ref})
     suites = make_suites(config)
     _check_margins(policy, suites)
+    if config.endpoint is not None:
+        from dpo_harness.evaluation.backends.endpoint import connect
+
+        served = connect(config)  # reached and identified: its fingerprint and template check
     if report_file is not None:
         report = load_model_file(report_file, EvalReport, what="evaluation report")
-        _check_report_is_for(report, candidate, report_file)
+        _check_report_is_for(report, served if served is not None else candidate, report_file)
         from dpo_harness.gate.baseline import key_of
 
         key = key_of(report)
     else:
-        template_hash, vocab_hash = tokenizer_identity(candidate, config.trust_remote_code)
+        if served is not None:
+            _check_served_template(served, stored, path)
+            template_hash = served.info.chat_template_hash
+            vocab_hash = served.info.tokenizer_hash
+        else:
+            assert candidate is not None
+            template_hash, vocab_hash = tokenizer_identity(candidate, config.trust_remote_code)
         key = CompatibilityKey(
             suites={
                 s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites
@@ -227,6 +259,19 @@ def prepare(
         report_file=report_file,
         promote_to=promote_to,
         notes=notes,
+        served=served,
+    )
+
+
+def _check_served_template(served: ServedModel, stored: Baseline, path: Path) -> None:
+    """A served model's answers are comparable only if it renders prompts as the baseline did."""
+    if served.template_verified:
+        return
+    raise BadInputError(
+        f"cannot compare {served.info.ref} with {path}: its chat template is unverified — "
+        f"{served.template_check}",
+        "pass --endpoint-tokenizer with the served model's tokenizer (the template the server "
+        f"applies must be the one {stored.base_model}'s baseline was measured with)",
     )
 
 
@@ -248,6 +293,21 @@ def execute(
     t0 = time.perf_counter()
     if plan.report_file is not None:
         report = load_model_file(plan.report_file, EvalReport, what="evaluation report")
+    elif plan.served is not None:
+        from dpo_harness.evaluation.evaluate import evaluate_served
+
+        report = evaluate_served(
+            plan.served,
+            plan.config,
+            suites=plan.suites,
+            progress=progress,
+            log=log,
+            command=command,
+            distributed=distributed,
+        )
+        report.provenance.timings["total"] = round(time.perf_counter() - t0, 3)
+        # The server may have rendered an evaluated prompt otherwise than the probes showed.
+        plan.baseline.check_compatible(report, [s.name for s in plan.suites])
     else:
         assert plan.candidate is not None and plan.base is not None
         owned = loaded is None

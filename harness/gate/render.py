@@ -113,6 +113,7 @@ def summary_lines(decision: GateDecision, *, report_html: str | None = None) -> 
     lines: list[str] = []
     if not blocking:
         lines.append(f"PROMOTE: {decision.reasons[0]}" if decision.reasons else "PROMOTE")
+        lines.extend(f"  {reason}" for reason in decision.reasons[1:])
     else:
         order = {Verdict.HARD_FAIL: 0, Verdict.REGRESSED: 1, Verdict.INCONCLUSIVE: 2}
         first = sorted(blocking, key=lambda v: order.get(v.verdict, 3))

@@ -1097,13 +1097,17 @@ def _findings(report: EvalReport, *, open_: bool = False) -> str:
     )
 
 
+def _params(n: int | None) -> str:
+    return "unknown" if n is None else f"{n:,}"  # a served model's count is not known
+
+
 def _model_rows(label: str, m: Any) -> list[str]:
     if m is None:
         return []
     return [
         f"<tr><td>{_esc(label)}</td><td><code>{_esc(m.ref)}</code></td>"
         f"<td>{_esc(m.kind.value)}{' (adapter)' if m.is_adapter else ''}</td>"
-        f"<td>{_short_hash(m.fingerprint, 30)}</td><td class=num>{m.n_parameters:,}</td>"
+        f"<td>{_short_hash(m.fingerprint, 30)}</td><td class=num>{_params(m.n_parameters)}</td>"
         f"<td>{_esc(m.dtype)} on {_esc(m.device)}</td></tr>"
     ]
 
@@ -1447,7 +1451,7 @@ def render_eval_html(report: EvalReport) -> str:
         sentence = f"All {n} hard limits hold. (Without a baseline, nothing is compared: run gate for that.)"
     head = (
         f"<header><h1>Evaluation: <code>{_esc(p.model.ref)}</code></h1>"
-        f'<p class="sub">{_esc(p.model.kind.value)} · {p.model.n_parameters:,} parameters · {_esc(p.dtype)} on {_esc(p.device)} · {_esc(p.created_at)}</p>'
+        f'<p class="sub">{_esc(p.model.kind.value)} · {_params(p.model.n_parameters)} parameters · {_esc(p.dtype)} on {_esc(p.device)} · {_esc(p.created_at)}</p>'
         + _toc(
             [
                 ("verdict", "Verdict"),

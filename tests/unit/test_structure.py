@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import typing
 import warnings
 from pathlib import Path
 
@@ -135,6 +136,10 @@ def _fields(model: type, prefix: str = "") -> set[str]:
     out = set()
     for name, info in model.model_fields.items():  # type: ignore[attr-defined]
         annotation = info.annotation
+        # An optional section (``endpoint: EndpointSettings | None``) is its fields.
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1 and hasattr(members[0], "model_fields"):
+            annotation = members[0]
         if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
             out |= _fields(annotation, prefix + name + ".")
         else:
