@@ -122,7 +122,9 @@ def _numeric_ok(item: NumericItem, value: float | None) -> bool:
 @register_suite
 class AdtechSuite(Suite):
     name = "adtech"
-    version = "1"
+    # v2: a candidate without log-likelihoods (a served model) skips the multiple-choice metrics
+    # and overall_accuracy (which includes them) with the reason
+    version = "2"
     description = "Japanese AdTech domain accuracy: multiple choice, short answer, arithmetic."
 
     def __init__(self, data_path: Path | None = None) -> None:
@@ -186,8 +188,9 @@ class AdtechSuite(Suite):
 
     def plan(self, ctx: SuiteContext) -> list[Request]:
         reqs: list[Request] = []
-        for mc in self.mc:
-            reqs.extend(self._mc_requests(mc))
+        if not ctx.cannot("loglikelihood"):  # multiple choice is scored by log-likelihood
+            for mc in self.mc:
+                reqs.extend(self._mc_requests(mc))
         reqs.extend(
             GenerateRequest(prompt=user_prompt(i.question)) for i in [*self.short, *self.numeric]
         )
@@ -203,8 +206,13 @@ class AdtechSuite(Suite):
         short_ok: dict[str, float | None] = {}
         num_ok: dict[str, float | None] = {}
         by_category: dict[str, list[float]] = defaultdict(list)
+        skipped: dict[str, str] = {}
+        why_mc = ctx.cannot("loglikelihood")
+        if why_mc is not None and self.mc:
+            for name in ("mc_accuracy", "mc_accuracy_bytes", "mc_gold_margin"):
+                skipped[name] = why_mc
 
-        for item in self.mc:
+        for item in self.mc if why_mc is None else []:
             lls = [responses[r] for r in self._mc_requests(item)]
             raw = [r.logprob for r in lls]
             per_byte = [r.logprob / max(r.n_bytes, 1) for r in lls]
@@ -256,7 +264,7 @@ class AdtechSuite(Suite):
             )
 
         metrics = []
-        if self.mc:
+        if self.mc and why_mc is None:
             metrics += [
                 self.result("mc_accuracy", mean(acc.values()), acc),
                 self.result("mc_accuracy_bytes", mean(acc_bytes.values()), acc_bytes),
@@ -270,11 +278,16 @@ class AdtechSuite(Suite):
         cats = ", ".join(
             f"{c} {sum(v) / len(v):.2f} (n={len(v)})" for c, v in sorted(by_category.items())
         )
-        metrics.append(
-            self.result(
-                "overall_accuracy", mean(overall.values()), overall, note=f"by category: {cats}"
+        if why_mc is not None and self.mc:
+            # Over the other items alone it would be another number than the baseline's (which
+            # includes the multiple-choice items), and a gate would compare the two.
+            skipped["overall_accuracy"] = f"it includes the multiple-choice items: {why_mc}"
+        else:
+            metrics.append(
+                self.result(
+                    "overall_accuracy", mean(overall.values()), overall, note=f"by category: {cats}"
+                )
             )
-        )
         return SuiteResult(
             name=self.name,
             version=self.version,
@@ -282,4 +295,5 @@ class AdtechSuite(Suite):
             n_items=len(self.items),
             metrics=metrics,
             samples=samples,
+            skipped=skipped,
         )

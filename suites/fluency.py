@@ -45,7 +45,9 @@ class FluencySuite(Suite):
     name = "fluency"
     # v2: broken_char_share margin 0.1 -> 0.2 (per-response U+FFFD flips are common)
     # v3: answer_nll_reference band 0.5 -> 0.7 = ln 2 (perplexity ratio within [0.5, 2])
-    version = "3"
+    # v4: answer_nll_reference skipped with the reason when neither a reference nor the candidate
+    # can score (a served model without prompt log-probabilities)
+    version = "4"
     description = "Japanese script share, Chinese drift, broken characters, sentence endings, morphology, answer NLL."
     scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.metrics.japanese")
 
@@ -139,11 +141,17 @@ class FluencySuite(Suite):
     def plan(self, ctx: SuiteContext) -> list[Request]:
         return list(self._gen_requests())
 
+    def _nll_unavailable(self, ctx: SuiteContext) -> str | None:
+        """Why the answers cannot be scored: no reference, and a candidate without log-likelihoods."""
+        return None if ctx.has_reference else ctx.cannot("loglikelihood")
+
     def _nll_requests(
         self, ctx: SuiteContext, responses: Responses
     ) -> list[LoglikelihoodRequest | None]:
         role: ModelRole = "reference" if ctx.has_reference else "candidate"
         out: list[LoglikelihoodRequest | None] = []
+        if self._nll_unavailable(ctx) is not None:
+            return [None for _ in self.prompts]
         for req in self._gen_requests():
             text = responses[req].text
             out.append(
@@ -197,8 +205,13 @@ class FluencySuite(Suite):
             self.result("sentence_end_ok", mean(ends.values()), ends),
             self.result("unknown_word_rate", mean(unk.values()), unk),
             self.result("symbol_token_share", mean(sym.values()), sym),
-            self.result("answer_nll_reference", mean(nll.values()), nll, note=note),
         ]
+        skipped: dict[str, str] = {}
+        why_nll = self._nll_unavailable(ctx)
+        if why_nll is None:
+            metrics.append(self.result("answer_nll_reference", mean(nll.values()), nll, note=note))
+        else:
+            skipped["answer_nll_reference"] = why_nll
         samples = [
             SampleRecord(item_id=i, prompt=p.prompt, response=t)
             for i, p, t in zip(ids, self.prompts, texts, strict=True)
@@ -230,4 +243,5 @@ class FluencySuite(Suite):
             metrics=metrics,
             samples=samples,
             findings=findings,
+            skipped=skipped,
         )

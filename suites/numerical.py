@@ -46,12 +46,24 @@ from dpo_harness.suites.forensics import diagnose_log_history
 __all__ = ["NumericalSuite"]
 
 N_PARITY_PROMPTS = 8
+# Metrics computed from the probes' logits.
+_PROBE_METRICS = (
+    "probe_nonfinite_share",
+    "probe_max_abs_logit",
+    "probe_entropy",
+    "probe_top1_prob",
+    "argmax_mode_share",
+    "kl_from_reference",
+    "top1_agreement",
+)
 
 
 @register_suite
 class NumericalSuite(Suite):
     name = "numerical"
-    version = "2"
+    # v3: a served candidate plans only what its backend can answer; weight, logit, parity,
+    # held-out and log metrics are skipped with the backend's reason
+    version = "3"
     description = "Non-finite weights, probe logits, KL from the reference, held-out bits/byte, LoRA, parity, logs."
     scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.forensics")
 
@@ -184,12 +196,16 @@ class NumericalSuite(Suite):
         return ParityRequest(prompts=tuple(user_prompt(p.prompt) for p in self.parity_prompts))
 
     def plan(self, ctx: SuiteContext) -> list[Request]:
-        reqs: list[Request] = [
-            WeightsRequest(),
-            *self._probe_requests(ctx),
-            *self._heldout_requests(),
-        ]
-        reqs.append(self._parity_request())
+        # A served candidate has no weights or logits to read here: only what it can answer.
+        reqs: list[Request] = []
+        if not ctx.cannot("weights"):
+            reqs.append(WeightsRequest())
+        if not ctx.cannot("probe"):
+            reqs.extend(self._probe_requests(ctx))
+        if not ctx.cannot("rolling"):
+            reqs.extend(self._heldout_requests())
+        if not ctx.cannot("parity"):
+            reqs.append(self._parity_request())
         if ctx.has_trainer_state:
             reqs.append(TrainingLogRequest())
         return reqs
@@ -202,79 +218,98 @@ class NumericalSuite(Suite):
         skipped: dict[str, str] = {}
         samples: list[SampleRecord] = []
 
-        weights = responses[WeightsRequest()]
-        metrics.append(self.result("nonfinite_parameters", float(len(weights.nonfinite))))
-        for t in weights.nonfinite:
-            findings.append(
-                Finding(
-                    severity="error",
-                    metric="nonfinite_parameters",
-                    message=(
-                        f"Parameter {t.name}"
-                        + (f" (stored in {t.file})" if t.file else " (in the loaded model)")
-                        + f" holds {t.n_nan} NaN and {t.n_inf} inf values (of {t.numel:,})."
-                    ),
-                )
-            )
-
-        probes = [
-            (p, responses[r]) for p, r in zip(self.probes, self._probe_requests(ctx), strict=True)
-        ]
-        nonfinite = {p.id: float(not r.finite) for p, r in probes}
-        metrics.append(self.result("probe_nonfinite_share", mean(nonfinite.values()), nonfinite))
-        max_abs = {p.id: r.max_abs_logit for p, r in probes}
-        metrics.append(
-            self.result(
-                "probe_max_abs_logit", max((v for v in max_abs.values()), default=None), max_abs
-            )
-        )
-        entropy = {p.id: r.mean_entropy for p, r in probes}
-        metrics.append(self.result("probe_entropy", mean(entropy.values()), entropy))
-        top1 = {p.id: r.mean_top1_prob for p, r in probes}
-        metrics.append(self.result("probe_top1_prob", mean(top1.values()), top1))
-        all_ids = [i for _, r in probes for i in r.argmax_ids]
-        global_mode, global_count = Counter(all_ids).most_common(1)[0] if all_ids else (0, 0)
-        mode_share = {p.id: _mode_share(r.argmax_ids) for p, r in probes}
-        metrics.append(
-            self.result(
-                "argmax_mode_share", global_count / len(all_ids) if all_ids else None, mode_share
-            )
-        )
-        spam = _token_spam_finding(probes, global_mode, global_count / max(len(all_ids), 1))
-        if spam is not None:
-            findings.append(spam)
-        for p, r in probes:
-            samples.append(
-                SampleRecord(
-                    item_id=p.id,
-                    prompt=p.prompt,
-                    response=None,
-                    extra={
-                        "finite": r.finite,
-                        "entropy": r.mean_entropy,
-                        "kl": r.kl_mean,
-                        "mode_token": r.mode_token_text,
-                    },
-                )
-            )
-
-        if ctx.has_reference and all(r.kl_mean is not None for _, r in probes):
-            kl = {p.id: r.kl_mean for p, r in probes}
-            agree = {p.id: r.top1_agreement for p, r in probes}
-            metrics.append(self.result("kl_from_reference", mean(kl.values()), kl))
-            metrics.append(self.result("top1_agreement", mean(agree.values()), agree))
+        why_weights = ctx.cannot("weights")
+        weights = None if why_weights is not None else responses[WeightsRequest()]
+        if weights is None:
+            for name in ("nonfinite_parameters", "lora_b_zero_share", "lora_delta_norm"):
+                skipped[name] = why_weights or ""
         else:
-            why = "no reference model (pass --base, or evaluate an adapter)"
-            skipped["kl_from_reference"] = why
-            skipped["top1_agreement"] = why
+            metrics.append(self.result("nonfinite_parameters", float(len(weights.nonfinite))))
+            for t in weights.nonfinite:
+                findings.append(
+                    Finding(
+                        severity="error",
+                        metric="nonfinite_parameters",
+                        message=(
+                            f"Parameter {t.name}"
+                            + (f" (stored in {t.file})" if t.file else " (in the loaded model)")
+                            + f" holds {t.n_nan} NaN and {t.n_inf} inf values (of {t.numel:,})."
+                        ),
+                    )
+                )
 
-        bpb: dict[str, float | None] = {}
-        for h, req in zip(self.heldout, self._heldout_requests(), strict=True):
-            resp = responses[req]
-            bpb[h.id] = -resp.logprob / (max(resp.n_bytes, 1) * math.log(2))
-        metrics.append(self.result("heldout_bits_per_byte", mean(bpb.values()), bpb))
+        why_probe = ctx.cannot("probe")
+        if why_probe is not None:
+            for name in _PROBE_METRICS:
+                skipped[name] = why_probe
+        else:
+            probes = [
+                (p, responses[r])
+                for p, r in zip(self.probes, self._probe_requests(ctx), strict=True)
+            ]
+            nonfinite = {p.id: float(not r.finite) for p, r in probes}
+            metrics.append(
+                self.result("probe_nonfinite_share", mean(nonfinite.values()), nonfinite)
+            )
+            max_abs = {p.id: r.max_abs_logit for p, r in probes}
+            metrics.append(
+                self.result(
+                    "probe_max_abs_logit", max((v for v in max_abs.values()), default=None), max_abs
+                )
+            )
+            entropy = {p.id: r.mean_entropy for p, r in probes}
+            metrics.append(self.result("probe_entropy", mean(entropy.values()), entropy))
+            top1 = {p.id: r.mean_top1_prob for p, r in probes}
+            metrics.append(self.result("probe_top1_prob", mean(top1.values()), top1))
+            all_ids = [i for _, r in probes for i in r.argmax_ids]
+            global_mode, global_count = Counter(all_ids).most_common(1)[0] if all_ids else (0, 0)
+            mode_share = {p.id: _mode_share(r.argmax_ids) for p, r in probes}
+            metrics.append(
+                self.result(
+                    "argmax_mode_share",
+                    global_count / len(all_ids) if all_ids else None,
+                    mode_share,
+                )
+            )
+            spam = _token_spam_finding(probes, global_mode, global_count / max(len(all_ids), 1))
+            if spam is not None:
+                findings.append(spam)
+            for p, r in probes:
+                samples.append(
+                    SampleRecord(
+                        item_id=p.id,
+                        prompt=p.prompt,
+                        response=None,
+                        extra={
+                            "finite": r.finite,
+                            "entropy": r.mean_entropy,
+                            "kl": r.kl_mean,
+                            "mode_token": r.mode_token_text,
+                        },
+                    )
+                )
 
-        if weights.lora:
+            if ctx.has_reference and all(r.kl_mean is not None for _, r in probes):
+                kl = {p.id: r.kl_mean for p, r in probes}
+                agree = {p.id: r.top1_agreement for p, r in probes}
+                metrics.append(self.result("kl_from_reference", mean(kl.values()), kl))
+                metrics.append(self.result("top1_agreement", mean(agree.values()), agree))
+            else:
+                why = "no reference model (pass --base, or evaluate an adapter)"
+                skipped["kl_from_reference"] = why
+                skipped["top1_agreement"] = why
+
+        why_rolling = ctx.cannot("rolling")
+        if why_rolling is not None:
+            skipped["heldout_bits_per_byte"] = why_rolling
+        else:
+            bpb: dict[str, float | None] = {}
+            for h, req in zip(self.heldout, self._heldout_requests(), strict=True):
+                resp = responses[req]
+                bpb[h.id] = -resp.logprob / (max(resp.n_bytes, 1) * math.log(2))
+            metrics.append(self.result("heldout_bits_per_byte", mean(bpb.values()), bpb))
+
+        if weights is not None and weights.lora:
             zero = {m.name: float(m.b_all_zero) for m in weights.lora}
             metrics.append(self.result("lora_b_zero_share", mean(zero.values()), zero))
             total = math.sqrt(sum(m.delta_norm**2 for m in weights.lora))
@@ -293,27 +328,33 @@ class NumericalSuite(Suite):
                         ),
                     )
                 )
-        else:
+        elif weights is not None:
             skipped["lora_b_zero_share"] = skipped["lora_delta_norm"] = "not a LoRA adapter"
 
-        parity = responses[self._parity_request()]
-        per_prompt = {
-            p.id: float(k in parity.mismatched) for k, p in enumerate(self.parity_prompts)
-        }
-        metrics.append(self.result("parity_mismatch_share", mean(per_prompt.values()), per_prompt))
-        if parity.mismatched:
-            k = parity.mismatched[0]
-            findings.append(
-                Finding(
-                    severity="warning",
-                    metric="parity_mismatch_share",
-                    message=(
-                        f"Batched and one-by-one greedy generation differ on {len(parity.mismatched)} of "
-                        f"{parity.n_prompts} prompts (first: {self.parity_prompts[k].id}); padding or masks change "
-                        "the numbers."
-                    ),
-                )
+        why_parity = ctx.cannot("parity")
+        if why_parity is not None:
+            skipped["parity_mismatch_share"] = why_parity
+        else:
+            parity = responses[self._parity_request()]
+            per_prompt = {
+                p.id: float(k in parity.mismatched) for k, p in enumerate(self.parity_prompts)
+            }
+            metrics.append(
+                self.result("parity_mismatch_share", mean(per_prompt.values()), per_prompt)
             )
+            if parity.mismatched:
+                k = parity.mismatched[0]
+                findings.append(
+                    Finding(
+                        severity="warning",
+                        metric="parity_mismatch_share",
+                        message=(
+                            f"Batched and one-by-one greedy generation differ on {len(parity.mismatched)} of "
+                            f"{parity.n_prompts} prompts (first: {self.parity_prompts[k].id}); padding or masks change "
+                            "the numbers."
+                        ),
+                    )
+                )
 
         if ctx.has_trainer_state:
             log = responses[TrainingLogRequest()]
@@ -322,7 +363,9 @@ class NumericalSuite(Suite):
             n_err = sum(1 for f in log_findings if f.severity == "error")
             metrics.append(self.result("training_log_errors", float(n_err), note=log.path))
         else:
-            skipped["training_log_errors"] = "no trainer_state.json next to the checkpoint"
+            skipped["training_log_errors"] = (
+                ctx.cannot("training_log") or "no trainer_state.json next to the checkpoint"
+            )
 
         return SuiteResult(
             name=self.name,
