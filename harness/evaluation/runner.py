@@ -116,6 +116,8 @@ class ModelRunner:
         self._gen_cache: dict[str, GenerateResponse] = {}  # rendered prompt -> batched output
         # model id -> the shared-context scorer checked exact for it (None: use the plain path)
         self._shared_ok: dict[int, Callable[..., Any] | None] = {}
+        # model id -> (decoder, lm_head) checked to give the model's logits (None: plain path)
+        self._head_ok: dict[int, tuple[Any, Any] | None] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -387,8 +389,13 @@ class ModelRunner:
             prepared.append((full[:-1], cont))
         order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i][0]))
         results: list[tuple[list[float], list[bool]]] = [([], [])] * len(prepared)
+        head = self._split_head(model, pad_id)
         with self._bar(len(prepared), desc) as bar:
             for batch in _batches(order, self.batch_size):
+                if head is not None:
+                    self._score_batch_chunked(head, prepared, batch, pad_id, results)
+                    bar.update(len(batch))
+                    continue
                 keep = max(max(len(prepared[i][1]) for i in batch), 1)
                 logits = self._forward_tail(model, [prepared[i][0] for i in batch], keep, pad_id)
                 logp = torch.log_softmax(logits, dim=-1)
@@ -404,6 +411,92 @@ class ModelRunner:
                     results[i] = (token_lp.tolist(), greedy.tolist())
                 bar.update(len(batch))
         return results
+
+    # The LM head in chunks: a forward's logits are positions x vocabulary floats (a batch of
+    # held-out text on a 151,936-row vocabulary: gigabytes, twice with a log_softmax copy).
+    # The decoder's hidden states are small; the head runs on _HEAD_CHUNK positions at a time
+    # and each chunk is scored in place, so memory stays one chunk of logits.
+    _HEAD_CHUNK = 256
+
+    def _split_head(self, model: Any, pad_id: int) -> tuple[Any, Any] | None:
+        """(decoder, lm_head) when logits are exactly lm_head(decoder(...)), checked once."""
+        import torch
+
+        key = id(model)
+        if key in self._head_ok:
+            return self._head_ok[key]
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        cfg = getattr(inner, "config", None)
+        split: tuple[Any, Any] | None = None
+        plain_head = getattr(cfg, "final_logit_softcapping", None) is None and getattr(
+            cfg, "logit_scale", None
+        ) in (None, 1, 1.0)
+        if plain_head and hasattr(inner, "get_decoder") and hasattr(inner, "get_output_embeddings"):
+            try:
+                decoder, head = inner.get_decoder(), inner.get_output_embeddings()
+                rows = [[5, 6, 7, 8], [9, 10]]
+                full = self._forward_tail(model, rows, 2, pad_id)
+                ids, mask, pos = self._left_pad(rows, pad_id, self._device(model))
+                with torch.inference_mode():
+                    hs = decoder(input_ids=ids, attention_mask=mask, position_ids=pos)
+                    mine = head(hs.last_hidden_state[:, -2:, :]).float()
+                if (
+                    decoder is not None
+                    and head is not None
+                    and torch.allclose(mine, full, atol=1e-4, rtol=1e-4)
+                ):
+                    split = (decoder, head)
+            except (AttributeError, TypeError, RuntimeError, ValueError):
+                split = None  # an architecture this does not understand: the plain path
+        self._head_ok[key] = split
+        return split
+
+    def _score_batch_chunked(
+        self,
+        head: tuple[Any, Any],
+        prepared: list[tuple[list[int], list[int]]],
+        batch: Sequence[int],
+        pad_id: int,
+        results: list[tuple[list[float], list[bool]]],
+    ) -> None:
+        import torch
+
+        decoder, lm_head = head
+        ids, mask, pos = self._left_pad(
+            [prepared[i][0] for i in batch], pad_id, self._device(lm_head)
+        )
+        self.stats.forward_batches += 1
+        width = ids.shape[1]
+        with torch.inference_mode():
+            hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+            rows, cols, targets, owners = [], [], [], []
+            for row, i in enumerate(batch):
+                cont = prepared[i][1]
+                for k, t in enumerate(cont):
+                    rows.append(row)
+                    cols.append(width - len(cont) + k)
+                    targets.append(t)
+                    owners.append(i)
+            lps: list[float] = []
+            greedy: list[bool] = []
+            if rows:
+                picked = hidden[torch.tensor(rows), torch.tensor(cols)]
+                tgt = torch.tensor(targets, device=picked.device)
+                for c0 in range(0, len(rows), self._HEAD_CHUNK):
+                    chunk_logits = lm_head(picked[c0 : c0 + self._HEAD_CHUNK]).float()
+                    chunk_targets = tgt[c0 : c0 + self._HEAD_CHUNK]
+                    chosen = chunk_logits.gather(-1, chunk_targets[:, None]).squeeze(-1)
+                    top, arg = chunk_logits.max(-1)
+                    # log-sum-exp in place: the chunk's logits are ours to overwrite
+                    lse = top + chunk_logits.sub_(top[:, None]).exp_().sum(-1).log()
+                    lps.extend((chosen - lse).tolist())
+                    greedy.extend(arg.eq(chunk_targets).tolist())
+        per: dict[int, tuple[list[float], list[bool]]] = {i: ([], []) for i in batch}
+        for i, lp, g in zip(owners, lps, greedy, strict=True):
+            per[i][0].append(lp)
+            per[i][1].append(g)
+        for i in batch:
+            results[i] = per[i]
 
     def _score_pairs(
         self, model: Any, tok: Any, pairs: list[tuple[list[int], list[int]]], desc: str
