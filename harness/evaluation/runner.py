@@ -616,13 +616,30 @@ class ModelRunner:
         with self._model(role) as (model, tok):
             pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
             order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
+            head = self._split_head(model, pad_id)
             for batch in _batches(order, self.batch_size):
                 rows = [(items[i][0] + items[i][1])[:-1] for i in batch]
                 keep = max(len(items[i][1]) for i in batch)
+                if head is not None:
+                    # The head per item on its own positions: never B x keep x V at once.
+                    import torch
+
+                    decoder, lm_head = head
+                    ids, mask, pos = self._left_pad(rows, pad_id, self._device(model))
+                    self.stats.forward_batches += 1
+                    with torch.inference_mode():
+                        hidden = decoder(
+                            input_ids=ids, attention_mask=mask, position_ids=pos
+                        ).last_hidden_state
+                        for row, i in enumerate(batch):
+                            n = len(items[i][1])
+                            out[i] = lm_head(hidden[row, hidden.shape[1] - n :]).float().cpu()
+                    continue
                 logits = self._forward_tail(model, rows, keep, pad_id)
                 for row, i in enumerate(batch):
                     n = len(items[i][1])
-                    out[i] = logits[row, keep - n :, :].cpu()
+                    # clone: a view would keep the whole batch of logits alive (B x keep x V)
+                    out[i] = logits[row, keep - n :, :].to("cpu", copy=True)
         return out
 
     def _probe_items(self, reqs: list[ProbeRequest]) -> list[tuple[list[int], list[int]]]:

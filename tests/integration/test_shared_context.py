@@ -78,3 +78,30 @@ def test_edge_cases_empty_and_one_token_choices_and_truncation(
         got, _ = scorer(model, pairs, batch_size=2, pad_id=0, max_len=max_len)
         assert got[1] == ([], [])
         assert _max_diff(got, expected) <= 1e-4
+
+
+def test_split_lm_head_equals_the_plain_path_for_scoring_and_probes(demo_loaded: Any) -> None:
+    """The head applied in chunks / per item gives what the full logits give (within fp32)."""
+    import torch
+
+    model, tok = demo_loaded.model, demo_loaded.tokenizer
+    pairs = _mc_pairs(demo_loaded, n_items=6)
+    split = ModelRunner(demo_loaded, batch_size=5)
+    assert split._split_head(model, 0) is not None, "the demo model's head splits"
+    plain = ModelRunner(demo_loaded, batch_size=5)
+    plain._head_ok[id(model)] = None  # force the full-logits path
+    assert (
+        _max_diff(
+            split._score_rows(model, tok, pairs, "x"), plain._score_rows(model, tok, pairs, "x")
+        )
+        <= 1e-5
+    )
+    items = pairs[:9]
+    got = split._probe_logits("candidate", items)
+    want = plain._probe_logits("candidate", items)
+    assert len(got) == len(want) == len(items)
+    for g, w, (_, cont) in zip(got, want, items, strict=True):
+        assert g.shape == w.shape == (len(cont), w.shape[-1])
+        assert torch.allclose(g, w, atol=1e-5, rtol=1e-5)
+        assert g.untyped_storage().nbytes() == g.numel() * g.element_size(), "no batch kept alive"
+        assert w.untyped_storage().nbytes() == w.numel() * w.element_size(), "no batch kept alive"
