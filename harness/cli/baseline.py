@@ -16,9 +16,9 @@ from dpo_harness.cli.common import (
     eval_options,
     run_guarded,
 )
-from dpo_harness.errors import EXIT_OK, BadInputError
+from dpo_harness.errors import EXIT_OK, BadInputError, HarnessError
 from dpo_harness.evaluation.report import format_value
-from dpo_harness.files import atomic_write_text
+from dpo_harness.files import atomic_write_text, write_outputs
 from dpo_harness.gate.baseline import (
     Baseline,
     SavedBaseline,
@@ -162,12 +162,23 @@ def update(
             new_label=f"{path} ({stored.created_at}, {stored.checksum[:19]}…)",
         )
         report_path = directory / "reports" / f"{slug_for(stored.base_model)}-{stamp}.md"
-        atomic_write_text(report_path, md)
         from dpo_harness.reports.html import render_baseline_update_html
 
-        atomic_write_text(
-            report_path.with_suffix(".html"), render_baseline_update_html(old, stored, rows)
-        )
+        try:
+            write_outputs(
+                report_path.parent,
+                {
+                    report_path.name: md,
+                    report_path.with_suffix(".html").name: render_baseline_update_html(
+                        old, stored, rows
+                    ),
+                },
+                what="the baseline update report",
+            )
+        except HarnessError as exc:
+            raise BadInputError(
+                f"{exc.cause} (the baseline itself was written to {path})", exc.fix
+            ) from exc
         click.echo(md)
         click.echo(
             f"baseline written to {path}; previous kept at {previous}; report at {report_path} "

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Literal
 
 from dpo_harness.errors import BadInputError, BaselineNotFoundError, IncompatibleBaselineError
-from dpo_harness.files import atomic_write_bytes, atomic_write_text, load_model_file, output_error
+from dpo_harness.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    load_model_file,
+    output_error,
+    save_elsewhere,
+)
 from dpo_harness.schema import EvalReport, GenerationSettings, SuiteIdentity
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
@@ -246,6 +252,7 @@ def _write_locked(
     the rename, the new one after. The lock serialises concurrent writers.
     """
     path = directory / f"{slug}.json"
+    sealed: Baseline | None = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with FileLock(str(directory / f".{slug}.lock"), timeout=600):
@@ -260,8 +267,20 @@ def _write_locked(
             sealed = build(previous).sealed()
             atomic_write_text(path, sealed.model_dump_json(indent=1) + "\n")
     except OSError as exc:
-        raise output_error(path, exc, what="the baseline") from exc
+        where = Path(exc.filename) if isinstance(exc.filename, str) else path
+        raise _unwritten(where, exc, sealed, slug) from exc
     return SavedBaseline(path=path, baseline=sealed, previous_path=previous_path, previous=previous)
+
+
+def _unwritten(where: Path, exc: OSError, sealed: Baseline | None, slug: str) -> BadInputError:
+    """The one-line error for a baseline that could not be stored; the new one is kept elsewhere
+    (it is the result of a whole evaluation), the current one is untouched."""
+    err = output_error(where, exc, what="the baseline")
+    if sealed is None:
+        return BadInputError(err.cause, err.fix)
+    kept = save_elsewhere(slug, {f"{slug}.json": sealed.model_dump_json(indent=1) + "\n"})
+    said = f"the new baseline is saved at {kept}" if kept else "the new baseline could not be saved"
+    return BadInputError(f"{err.cause}; {said}", err.fix)
 
 
 def check_writable(directory: Path) -> None:
