@@ -46,7 +46,10 @@ def _load(
 
 
 def _check_output_dir(config: RunConfigBase, resume: bool) -> None:
+    from dpo_harness.files import check_output_dir
+
     out = Path(config.output_dir)
+    check_output_dir(out, option="output_dir (--out)")
     if not resume and out.is_dir() and any(out.glob("checkpoint-*")):
         raise BadInputError(
             f"output_dir {out} already holds checkpoints from an earlier run",
