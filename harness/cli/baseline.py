@@ -96,7 +96,7 @@ def create(
                 f"a baseline already exists: {target}",
                 f"use `dpo-harness baseline update {config.checkpoint}` to replace it with a report",
             )
-        check_writable(directory)
+        check_writable(directory, slug=target.stem)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline
@@ -133,7 +133,7 @@ def update(
                 f"create it with: dpo-harness baseline create {config.checkpoint}",
             )
         load_baseline(target)  # a corrupt baseline is reported before the evaluation
-        check_writable(directory)
+        check_writable(directory, slug=target.stem)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline and its report

@@ -283,9 +283,19 @@ def _unwritten(where: Path, exc: OSError, sealed: Baseline | None, slug: str) ->
     return BadInputError(f"{err.cause}; {said}", err.fix)
 
 
-def check_writable(directory: Path) -> None:
-    """Refuse (exit 2) a baselines directory that cannot be written, before any evaluation."""
+def check_writable(directory: Path, *, slug: str | None = None) -> None:
+    """Refuse (exit 2) a baselines directory that cannot be written, before any evaluation.
+
+    With ``slug``, the baseline's lock file and the file itself must be files (or absent): a
+    directory in their place would otherwise fail only after the evaluation.
+    """
     directory = Path(directory)
+    for name in (f".{slug}.lock", f"{slug}.json") if slug else ():
+        if (directory / name).exists() and not (directory / name).is_file():
+            raise BadInputError(
+                f"cannot write baselines to {directory}: {directory / name} is not a regular file",
+                "remove it (or choose another --baselines-dir)",
+            )
     probe = directory
     while not probe.exists():
         probe = probe.parent
