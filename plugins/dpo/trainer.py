@@ -292,6 +292,24 @@ def _guarded_saves(trainer_cls: type) -> type:
     return GuardedSaves
 
 
+def _already_done(checkpoint: Path) -> bool:
+    """True when ``checkpoint`` is the run's last step. The Trainer resumed from it anyway would
+    train one step past max_steps (transformers 5 checks the stop condition only after a step)."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        return int(state["global_step"]) >= int(state["max_steps"]) > 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _restore_finished(trainer: Any, checkpoint: Path) -> None:
+    """Load a finished run's last checkpoint (weights and state) without training a step."""
+    from transformers import TrainerState
+
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    trainer._load_from_checkpoint(str(checkpoint))
+
+
 def _save_final(trainer: Any, out_dir: Path) -> Path:
     """Save the final model into a temporary directory, then swap it in as ``final``.
 
@@ -395,7 +413,11 @@ def run_dpo(
             log(f"resuming from {newest}")
     t_train = time.perf_counter()
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        if resume_from is not None and _already_done(Path(resume_from)):
+            _restore_finished(trainer, Path(resume_from))
+            log(f"resume: {Path(resume_from).name} already reached max_steps; nothing to train")
+        else:
+            trainer.train(resume_from_checkpoint=resume_from)
     except HarnessError as exc:  # a checkpoint that could not be written (see _guarded_saves)
         if is_main_process():
             set_aside_incomplete(out_dir, log, said_by="train")  # kept, never picked by --resume
