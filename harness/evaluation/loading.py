@@ -483,6 +483,7 @@ def load_model(
         dtype=dt,
         trust=trust_remote_code,
         allow_pickle=allow_pickle,
+        pickle_weights=(base_spec or spec).pickle,
     )
     if spec.is_adapter:
         net = _apply_adapter(net, spec)
@@ -530,12 +531,15 @@ def load_model(
 
 
 def _from_pretrained(
-    auto_cls: Any, model_dir: Path, ref: str, *, dtype: Any, trust: bool, allow_pickle: bool
+    auto_cls: Any,
+    model_dir: Path,
+    ref: str,
+    *,
+    dtype: Any,
+    trust: bool,
+    allow_pickle: bool,
+    pickle_weights: bool = False,
 ) -> Any:
-    import pickle
-
-    from safetensors import SafetensorError
-
     try:
         return auto_cls.from_pretrained(
             str(model_dir),
@@ -543,24 +547,47 @@ def _from_pretrained(
             trust_remote_code=trust,
             use_safetensors=None if allow_pickle else True,
         )
-    except pickle.UnpicklingError as exc:
-        raise BadInputError(
+    except Exception as exc:
+        error = _load_error(exc, ref, model_dir, pickle_weights=pickle_weights)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _load_error(
+    exc: Exception, ref: str, model_dir: Path, *, pickle_weights: bool
+) -> BadInputError | None:
+    """What ``from_pretrained`` failing on the files of ``model_dir`` means, in one line; None
+    for an exception that says nothing about the files (a bug, to be reported as one)."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return BadInputError(
             f"could not load {ref}: torch's safe loader (weights_only=True) refused the pickle "
             f"weights in {model_dir}: {_unpickler_reason(exc)}",
             "the file holds more than tensors (possibly code) and is never unpickled in full; "
             "convert it to safetensors where you trust its source",
-        ) from exc
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
-        raise BadInputError(
+        )
+    if pickle_weights:  # hostile or broken pickle bytes fail in many ways (IndexError, EOFError…)
+        return BadInputError(
+            f"could not load {ref}: the pickle weights in {model_dir} cannot be read: "
+            f"{type(exc).__name__}: {_first_line(exc, 160)}",
+            "convert the weights to safetensors where you trust their source",
+        )
+    if isinstance(exc, (SafetensorError, OSError, ValueError, KeyError)):
+        return BadInputError(
             f"could not load {ref}: {_first_line(exc)}",
             "check that the directory was written by save_pretrained and is complete",
-        ) from exc
-    except RuntimeError as exc:  # a state dict that does not fit the architecture in config.json
-        raise BadInputError(
+        )
+    if isinstance(exc, RuntimeError):  # a state dict that does not fit the architecture
+        return BadInputError(
             f"could not load {ref}: the weights do not fit its config.json: {_mismatch(exc)}",
             "config.json and the weights come from different models; save both with "
             "save_pretrained",
-        ) from exc
+        )
+    return None
 
 
 def _unpickler_reason(exc: BaseException) -> str:
