@@ -47,6 +47,7 @@ __all__ = [
     "load_model_file",
     "output_error",
     "read_jsonl",
+    "read_only_fs",
     "save_elsewhere",
     "validate_config",
     "write_model_file",
@@ -293,14 +294,15 @@ def check_output_dir(path: Path, *, option: str = "--out") -> None:
             f"choose an {option} directory whose parents are directories",
         )
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        reason = "is on a read-only file system" if _read_only_fs(ancestor) else "is not writable"
+        reason = "is on a read-only file system" if read_only_fs(ancestor) else "is not writable"
         raise BadInputError(
             f"cannot write {option} {path}: {ancestor} {reason}",
             f"choose a writable {option} directory",
         )
 
 
-def _read_only_fs(path: Path) -> bool:
+def read_only_fs(path: Path) -> bool:
+    """True when ``path`` lies on a file system mounted read-only."""
     try:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:

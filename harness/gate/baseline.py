@@ -25,6 +25,7 @@ from dpo_harness.files import (
     atomic_write_text,
     load_model_file,
     output_error,
+    read_only_fs,
     save_elsewhere,
 )
 from dpo_harness.schema import EvalReport, GenerationSettings, SuiteIdentity
@@ -304,8 +305,9 @@ def check_writable(directory: Path, *, slug: str | None = None) -> None:
             f"cannot write baselines to {directory}: {probe} is a file", "choose another directory"
         )
     if not os.access(probe, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if read_only_fs(probe) else "is not writable"
         raise BadInputError(
-            f"cannot write baselines to {directory}: {probe} is not writable",
+            f"cannot write baselines to {directory}: {probe} {why}",
             "choose a writable --baselines-dir, or fix its permissions",
         )
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 from dpo_harness.errors import BadInputError, HarnessError
 from dpo_harness.evaluation.fingerprint import text_hash
-from dpo_harness.files import atomic_write_text, output_error
+from dpo_harness.files import atomic_write_text, output_error, read_only_fs
 from dpo_harness.files import exchange_paths as _renameat2_exchange
 from dpo_harness.gate.decision import GateDecision
 from dpo_harness.gate.render import GATE_HEADERS, gate_rows
@@ -134,8 +134,9 @@ def check_promotable(target: Path) -> None:
             "choose a promote directory whose parent is a directory",
         )
     if not os.access(ancestor, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if read_only_fs(ancestor) else "is not writable"
         raise BadInputError(
-            f"cannot write the promoted model: {ancestor} is not writable",
+            f"cannot write the promoted model: {ancestor} {why}",
             "choose a writable --promote-to directory",
         )
 
