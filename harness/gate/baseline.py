@@ -19,7 +19,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from dpo_harness.errors import BadInputError, BaselineNotFoundError, IncompatibleBaselineError
+from dpo_harness.errors import (
+    BadInputError,
+    BaselineNotFoundError,
+    HarnessError,
+    IncompatibleBaselineError,
+)
 from dpo_harness.files import (
     atomic_write_bytes,
     atomic_write_text,
@@ -263,13 +268,20 @@ def _write_locked(
                 stamp = re.sub(r"[^0-9T]", "", previous.created_at)[:15]
                 short = previous.checksum.removeprefix("sha256:")[:8]
                 previous_path = directory / "history" / slug / f"{stamp}-{short}.json"
-                if not previous_path.exists():
-                    atomic_write_bytes(previous_path, path.read_bytes())
+            # Built before anything is written, so a write that fails can still keep it.
             sealed = build(previous).sealed()
+            if previous_path is not None and not previous_path.exists():
+                atomic_write_bytes(previous_path, path.read_bytes())
             atomic_write_text(path, sealed.model_dump_json(indent=1) + "\n")
     except OSError as exc:
         where = Path(exc.filename) if isinstance(exc.filename, str) else path
         raise _unwritten(where, exc, sealed, slug) from exc
+    except HarnessError as exc:  # the atomic writers' own one-line error for an OSError
+        cause = exc.__cause__
+        if sealed is None or not isinstance(cause, OSError):
+            raise
+        where = Path(cause.filename) if isinstance(cause.filename, str) else path
+        raise _unwritten(where, cause, sealed, slug) from exc
     return SavedBaseline(path=path, baseline=sealed, previous_path=previous_path, previous=previous)
 
 
