@@ -36,8 +36,10 @@ def _load(
             if Path(config_file).is_file()
             else None
         )
-    except yaml.YAMLError:
-        raw = None  # load_config_file reports the syntax error with its line
+    except (yaml.YAMLError, ValueError, OSError, RecursionError):
+        # Only the plugin name is wanted here; load_config_file reports what is wrong with the
+        # file (its syntax with the line, a byte that is not UTF-8, nesting too deep).
+        raw = None
     name = raw.get("plugin", "dpo") if isinstance(raw, dict) else "dpo"
     plugin = get_plugin(str(name))
     overrides = {"output_dir": str(out)} if out is not None else None

@@ -540,25 +540,38 @@ def _from_pretrained(
     allow_pickle: bool,
     pickle_weights: bool = False,
 ) -> Any:
+    """Build the model from the checkpoint's files; whatever they make fail is exit 2.
+
+    The config is read first, on its own: every error there (not JSON, a field of the wrong
+    type, an unknown architecture) is about config.json. Then the weights: every error there is
+    about the checkpoint's files (the exception is chained, so ``--debug`` shows where).
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
+    except Exception as exc:  # transformers and huggingface_hub raise many types for one bad file
+        raise BadInputError(
+            f"could not load {ref}: config.json is not a valid model config: "
+            f"{type(exc).__name__}: {_first_line(exc, 240)}",
+            "fix config.json, or save the model again with save_pretrained",
+        ) from exc
     try:
         return auto_cls.from_pretrained(
             str(model_dir),
+            config=config,
             dtype=dtype,
             trust_remote_code=trust,
             use_safetensors=None if allow_pickle else True,
         )
     except Exception as exc:
-        error = _load_error(exc, ref, model_dir, pickle_weights=pickle_weights)
-        if error is None:
-            raise
-        raise error from exc
+        raise _load_error(exc, ref, model_dir, pickle_weights=pickle_weights) from exc
 
 
 def _load_error(
     exc: Exception, ref: str, model_dir: Path, *, pickle_weights: bool
-) -> BadInputError | None:
-    """What ``from_pretrained`` failing on the files of ``model_dir`` means, in one line; None
-    for an exception that says nothing about the files (a bug, to be reported as one)."""
+) -> BadInputError:
+    """What ``from_pretrained`` failing on the files of ``model_dir`` means, in one line."""
     import pickle
 
     from safetensors import SafetensorError
@@ -587,7 +600,11 @@ def _load_error(
             "config.json and the weights come from different models; save both with "
             "save_pretrained",
         )
-    return None
+    return BadInputError(  # e.g. ZeroDivisionError from num_attention_heads: 0
+        f"could not build {ref} from its config.json: {type(exc).__name__}: {_first_line(exc)}",
+        "config.json does not describe a model transformers can build; save the model again "
+        "with save_pretrained",
+    )
 
 
 def _unpickler_reason(exc: BaseException) -> str:
@@ -617,20 +634,19 @@ def _mismatch(exc: BaseException) -> str:
 
 def _apply_adapter(base_model: Any, spec: CheckpointSpec) -> Any:
     from peft import PeftModel
-    from safetensors import SafetensorError
 
     try:
         return PeftModel.from_pretrained(base_model, str(spec.path), is_trainable=False)
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
-        raise BadInputError(
-            f"could not load adapter {spec.ref}: {_first_line(exc)}",
-            "check that the adapter was saved by PeftModel.save_pretrained and is complete",
-        ) from exc
     except RuntimeError as exc:  # tensors whose shapes do not fit the base model
         raise BadInputError(
             f"adapter {spec.ref} does not fit its base model {spec.base_ref}: {_mismatch(exc)}",
             "pass the base model the adapter was trained on with --base, or save the adapter "
             "again with PeftModel.save_pretrained",
+        ) from exc
+    except Exception as exc:  # adapter_config.json values peft cannot use, unreadable weights
+        raise BadInputError(
+            f"could not load adapter {spec.ref}: {type(exc).__name__}: {_first_line(exc)}",
+            "check that the adapter was saved by PeftModel.save_pretrained and is complete",
         ) from exc
 
 
