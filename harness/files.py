@@ -233,7 +233,9 @@ _FULL_DISK_BYTES = 1 << 20
 
 def _disk_full(path: Path, exc: BaseException) -> bool:
     seen: BaseException | None = exc
-    while seen is not None:
+    for _ in range(16):  # the chain of causes (bounded: a chain can loop back on itself)
+        if seen is None:
+            break
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         if "No space left on device" in str(seen) or "StorageFull" in str(seen):
