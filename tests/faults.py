@@ -23,6 +23,7 @@ Groups:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -97,17 +98,26 @@ def _finish(argv: list[str], root: Path, timeout: float = 900) -> tuple[int, str
     return proc.returncode, err.decode("utf-8", "replace")
 
 
-def _kill_after(argv: list[str], root: Path, delay: float, *, ready: Path | None = None) -> bool:
-    """Run ``argv``; SIGKILL its process group after ``delay`` s (counted from when ``ready``
-    appears, if given: a writer loop past its imports). True if it was killed."""
+def _kill_after(
+    argv: list[str],
+    root: Path,
+    delay: float,
+    *,
+    ready: Path | None = None,
+    trigger: Callable[[], bool] | None = None,
+) -> bool:
+    """Run ``argv``; SIGKILL its process group after ``delay`` s, counted from when ``ready``
+    appears (a writer loop past its imports) or ``trigger()`` turns true (a write has begun).
+    True if it was killed."""
     ready_file = root / ready if ready is not None else None
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
+        trigger = ready_file.exists
     proc = _start(argv, root)
-    if ready_file is not None:
-        deadline = time.monotonic() + 120
-        while not ready_file.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+    if trigger is not None:
+        deadline = time.monotonic() + 600
+        while not trigger() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
     try:
         proc.wait(timeout=delay)
         return False
@@ -130,6 +140,9 @@ class Group:
     late_bias: float = 0.5  # share of the kills in the last 30 % of the run (where writes are)
     looping: bool = False  # the command never ends by itself (a writer loop)
     before: Callable[[Path, dict[str, Any]], None] | None = None  # before each killed run
+    # True once the run has begun writing: half the kills then wait for it and strike within
+    # 0.25 s, so the short write phases are hit on purpose, not by luck.
+    writing: Callable[[Path, dict[str, Any]], bool] | None = None
 
 
 def run_group(
@@ -158,8 +171,14 @@ def run_group(
             delay = rng.uniform(0.0, duration)
         if group.before is not None:
             group.before(root, state)
+        state["existing"] = _inventory(root)
         ready = Path("ready") if group.looping else None
-        killed = _kill_after(group.command(root, state, i), root, delay, ready=ready)
+        trigger = None
+        if group.writing is not None and rng.random() < 0.5:
+            trigger = functools.partial(group.writing, root, state)
+            delay = rng.uniform(0.0, 0.25)
+        argv = group.command(root, state, i)
+        killed = _kill_after(argv, root, delay, ready=ready, trigger=trigger)
         i += 1
         if not killed:
             result.finished_without_kill += 1
@@ -178,6 +197,32 @@ def run_group(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _inventory(root: Path) -> set[tuple[str, int]]:
+    """Every path under ``root`` with its inode: what a run found when it started."""
+    found = set()
+    for p in root.rglob("*"):
+        try:
+            found.add((str(p), p.lstat().st_ino))
+        except OSError:
+            continue
+    return found
+
+
+def _fresh(s: dict[str, Any], directory: Path, *patterns: str) -> list[str]:
+    """Entries matching ``patterns`` made by the run just killed — not leftovers of an earlier
+    kill, which the next run removes only when it reaches the same step."""
+    existing = s.get("existing", set())
+    out = []
+    for pattern in patterns:
+        for p in directory.glob(pattern):
+            try:
+                if (str(p), p.lstat().st_ino) not in existing:
+                    out.append(p.name)
+            except OSError:
+                continue
+    return sorted(out)
 
 
 def _leftovers(directory: Path, *patterns: str) -> list[str]:
@@ -246,8 +291,8 @@ def _baseline_writer() -> Group:
         return [sys.executable, "-c", _BASELINE_LOOP, src, str(s["dir"]), passes]
 
     def phase(root: Path, s: dict[str, Any]) -> str:
-        tmp = _leftovers(s["dir"], ".demo.json.*.tmp")
-        hist = _leftovers(s["dir"] / "history" / "demo", ".*.tmp")
+        tmp = _fresh(s, s["dir"], ".demo.json.*.tmp")
+        hist = _fresh(s, s["dir"] / "history" / "demo", ".*.tmp")
         if tmp:
             return "writing the new baseline (temporary file present)"
         if hist:
@@ -288,10 +333,10 @@ def _promoted_is_one_of(target: Path, candidates: list[Path]) -> list[str]:
     return problems
 
 
-def _promotion_phase(root: Path, target: Path) -> str:
-    if _leftovers(root, f".{target.name}.replaced-*"):
+def _promotion_phase(root: Path, target: Path, s: dict[str, Any]) -> str:
+    if _fresh(s, root, f".{target.name}.replaced-*"):
         return "between the two renames (earlier promotion set aside)"
-    if _leftovers(root, f".{target.name}.promote-*"):
+    if _fresh(s, root, f".{target.name}.promote-*"):
         return "assembling the promotion (temporary directory present)"
     return "outside the copy (hashing, fingerprinting, lock, swap)"
 
@@ -308,7 +353,7 @@ def _promotion_writer() -> Group:
         return [sys.executable, "-c", _PROMOTE_LOOP, str(a), str(b), str(s["target"]), passes]
 
     def phase(root: Path, s: dict[str, Any]) -> str:
-        return _promotion_phase(root, s["target"])
+        return _promotion_phase(root, s["target"], s)
 
     def check(root: Path, s: dict[str, Any]) -> list[str]:
         return _promoted_is_one_of(s["target"], s["candidates"])
@@ -352,9 +397,9 @@ def _baseline_update() -> Group:
 
     def phase(root: Path, s: dict[str, Any]) -> str:
         d = s["dir"]
-        if _leftovers(d, ".demo.json.*.tmp"):
+        if _fresh(s, d, ".demo.json.*.tmp") or _fresh(s, d / "history" / "demo", ".*.tmp"):
             return "writing the new baseline"
-        if _leftovers(d / "reports", ".*.tmp"):
+        if _fresh(s, d / "reports", ".*.tmp"):
             return "writing the update report"
         reports, current = written(s)
         old_reports, old_current = s["before"]
@@ -370,7 +415,17 @@ def _baseline_update() -> Group:
     def final(root: Path, s: dict[str, Any]) -> list[str]:
         return check(root, s)
 
-    return Group("baseline_update", setup, command, phase, check, final, before=before)
+    def writing(root: Path, s: dict[str, Any]) -> bool:
+        d = s["dir"]
+        return bool(
+            _fresh(s, d, ".demo.json.*.tmp")
+            or _fresh(s, d / "history" / "demo", ".*.tmp")
+            or _fresh(s, d / "reports", ".*.tmp")
+        )
+
+    return Group(
+        "baseline_update", setup, command, phase, check, final, before=before, writing=writing
+    )
 
 
 def _gate_promote() -> Group:
@@ -401,7 +456,7 @@ def _gate_promote() -> Group:
         )  # fmt: skip
 
     def phase(root: Path, s: dict[str, Any]) -> str:
-        found = _promotion_phase(root, s["target"])
+        found = _promotion_phase(root, s["target"], s)
         if not found.startswith("outside"):
             return found
         last = s["out"]
@@ -412,16 +467,28 @@ def _gate_promote() -> Group:
         return "after the decision was written"
 
     def check(root: Path, s: dict[str, Any]) -> list[str]:
+        # The visible outputs are whole or absent. A kill mid-write can leave a hidden
+        # ".NAME.*.tmp" beside them: never read, and removed by a later write to that directory.
         problems = _promoted_is_one_of(s["target"], s["candidates"])
         for out in root.glob("gate-*"):
-            problems += [f"{out.name}/{p.name} half-written" for p in out.glob(".*.tmp")]
+            for name in ("report.json", "decision.json"):
+                if (out / name).exists():
+                    try:
+                        json.loads((out / name).read_text(encoding="utf-8"))
+                    except ValueError:
+                        problems.append(f"{out.name}/{name} is half-written")
         return problems
 
     def final(root: Path, s: dict[str, Any]) -> list[str]:
         left = _leftovers(root, ".promoted.promote-*", ".promoted.replaced-*")
         return check(root, s) + ([f"leftovers after a clean run: {left}"] if left else [])
 
-    return Group("gate_promote", setup, command, phase, check, final, late_bias=0.7)
+    def writing(root: Path, s: dict[str, Any]) -> bool:
+        return bool(_fresh(s, root, ".promoted.promote-*"))
+
+    return Group(
+        "gate_promote", setup, command, phase, check, final, late_bias=0.7, writing=writing
+    )
 
 
 def _train(max_steps: int = 6) -> Group:
@@ -447,12 +514,13 @@ def _train(max_steps: int = 6) -> Group:
         from dpo_harness.plugins.dpo.trainer import _checkpoint_dirs, _is_complete
 
         run = s["run"]
-        if _leftovers(run, ".final.saving-*"):
+        if _fresh(s, run, ".final.saving-*"):
             return "saving final/"
         if (run / "final").is_dir():
             return "after final/ was saved"
         dirs = _checkpoint_dirs(run) if run.is_dir() else []
-        half = [p.name for _, p in dirs if not _is_complete(p)]
+        fresh = set(_fresh(s, run, "checkpoint-*")) if run.is_dir() else set()
+        half = [p.name for _, p in dirs if p.name in fresh and not _is_complete(p)]
         if half:
             return f"saving {half[-1]}"
         if dirs:
@@ -469,11 +537,19 @@ def _train(max_steps: int = 6) -> Group:
             return ["final/ is half-written"]
         return []
 
-    def final(root: Path, s: dict[str, Any]) -> list[str]:
+    def before(root: Path, s: dict[str, Any]) -> None:
+        # A run that reached its last step is checked and put aside; the next one starts a new
+        # run from step 0, so every kill interrupts real training, not a resume with nothing
+        # left to do.
+        if (s["run"] / "final").is_dir():
+            s.setdefault("problems", []).extend(finished(s["run"]))
+            s["done"] = s.get("done", 0) + 1
+            os.replace(s["run"], root / f"run-finished-{s['done']}")
+
+    def finished(run: Path) -> list[str]:
         from dpo_harness.plugins.dpo.trainer import _checkpoint_dirs, _is_complete
 
-        run = s["run"]
-        problems = check(root, s)
+        problems: list[str] = []
         state_file = run / "final" / "trainer_state.json"
         if not state_file.is_file():
             return [*problems, "no final/ after the last --resume"]
@@ -488,7 +564,23 @@ def _train(max_steps: int = 6) -> Group:
             problems.append(f"leftovers after a clean run: {left}")
         return problems
 
-    return Group("train", setup, command, phase, check, final, late_bias=0.3)
+    def final(root: Path, s: dict[str, Any]) -> list[str]:
+        return [*s.get("problems", []), *check(root, s), *finished(s["run"])]
+
+    def writing(root: Path, s: dict[str, Any]) -> bool:
+        from dpo_harness.plugins.dpo.trainer import _checkpoint_dirs, _is_complete
+
+        run = s["run"]
+        if not run.is_dir():
+            return False
+        fresh = set(_fresh(s, run, "checkpoint-*"))
+        return bool(_fresh(s, run, ".final.saving-*")) or any(
+            p.name in fresh and not _is_complete(p) for _, p in _checkpoint_dirs(run)
+        )
+
+    return Group(
+        "train", setup, command, phase, check, final, late_bias=0.3, before=before, writing=writing
+    )
 
 
 def _demo_build() -> Group:
@@ -499,9 +591,9 @@ def _demo_build() -> Group:
         return _cli("demo", "build", "--steps", "5", "--quiet", "--out", str(s["out"]))
 
     def phase(root: Path, s: dict[str, Any]) -> str:
-        if _leftovers(root, ".demo-model.replaced-*"):
+        if _fresh(s, root, ".demo-model.replaced-*"):
             return "between the two renames"
-        if _leftovers(root, ".demo-model.build-*"):
+        if _fresh(s, root, ".demo-model.build-*"):
             return "saving into the temporary directory"
         return "starting up or training (nothing written yet)"
 
@@ -523,7 +615,10 @@ def _demo_build() -> Group:
         left = _leftovers(root, ".demo-model.build-*", ".demo-model.replaced-*")
         return check(root, s) + ([f"leftovers after a clean run: {left}"] if left else [])
 
-    return Group("demo_build", setup, command, phase, check, final, late_bias=0.6)
+    def writing(root: Path, s: dict[str, Any]) -> bool:
+        return bool(_fresh(s, root, ".demo-model.build-*"))
+
+    return Group("demo_build", setup, command, phase, check, final, late_bias=0.6, writing=writing)
 
 
 GROUPS: dict[str, Callable[[], Group]] = {
