@@ -107,7 +107,7 @@ def _usage_error(exc: Exception) -> pytest.UsageError:
 
     text = exc.render() if isinstance(exc, HarnessError) else str(exc)
     # The fixes name CLI flags; under pytest the same settings are --dpo-<flag>.
-    for flag in ("--baselines-dir", "--baseline ", "--base ", "--suite-data", "--suites"):
+    for flag in ("--baselines-dir", "--baseline ", "--base ", "--suite-data", "--suites", "--out "):
         text = text.replace(flag, "--dpo-" + flag.lstrip("-"))
     return pytest.UsageError(text)
 
@@ -187,12 +187,18 @@ class DpoGate:
         return self._run
 
     def _evaluate(self, progress: bool = False) -> GateRun:
+        """Load, evaluate, decide and publish; what only loading can find (weights that do not
+        fit the config, a full disk under --dpo-out) is a usage error too, never INTERNALERROR."""
+        from dpo_harness.errors import HarnessError
         from dpo_harness.gate.pipeline import execute, publish
 
         plan = self.prepare()
-        loaded = None if plan.report_file is not None else self.loaded
-        run = execute(plan, loaded=loaded, progress=progress, command="pytest --dpo-checkpoint")
-        publish(run, log=lambda _msg: None)
+        try:
+            loaded = None if plan.report_file is not None else self.loaded
+            run = execute(plan, loaded=loaded, progress=progress, command="pytest --dpo-checkpoint")
+            publish(run, log=lambda _msg: None)
+        except HarnessError as exc:
+            raise _usage_error(exc) from exc
         return run
 
     def _read_published(self) -> GateRun:

@@ -16,9 +16,9 @@ from dpo_harness.cli.common import (
     eval_options,
     run_guarded,
 )
-from dpo_harness.errors import EXIT_OK, BadInputError
+from dpo_harness.errors import EXIT_OK, BadInputError, HarnessError
 from dpo_harness.evaluation.report import format_value
-from dpo_harness.files import atomic_write_text
+from dpo_harness.files import atomic_write_text, write_outputs
 from dpo_harness.gate.baseline import (
     Baseline,
     SavedBaseline,
@@ -96,7 +96,7 @@ def create(
                 f"a baseline already exists: {target}",
                 f"use `dpo-harness baseline update {config.checkpoint}` to replace it with a report",
             )
-        check_writable(directory)
+        check_writable(directory, slug=target.stem)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline
@@ -133,7 +133,7 @@ def update(
                 f"create it with: dpo-harness baseline create {config.checkpoint}",
             )
         load_baseline(target)  # a corrupt baseline is reported before the evaluation
-        check_writable(directory)
+        check_writable(directory, slug=target.stem)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline and its report
@@ -162,12 +162,23 @@ def update(
             new_label=f"{path} ({stored.created_at}, {stored.checksum[:19]}…)",
         )
         report_path = directory / "reports" / f"{slug_for(stored.base_model)}-{stamp}.md"
-        atomic_write_text(report_path, md)
         from dpo_harness.reports.html import render_baseline_update_html
 
-        atomic_write_text(
-            report_path.with_suffix(".html"), render_baseline_update_html(old, stored, rows)
-        )
+        try:
+            write_outputs(
+                report_path.parent,
+                {
+                    report_path.name: md,
+                    report_path.with_suffix(".html").name: render_baseline_update_html(
+                        old, stored, rows
+                    ),
+                },
+                what="the baseline update report",
+            )
+        except HarnessError as exc:
+            raise BadInputError(
+                f"{exc.cause} (the baseline itself was written to {path})", exc.fix
+            ) from exc
         click.echo(md)
         click.echo(
             f"baseline written to {path}; previous kept at {previous}; report at {report_path} "

@@ -39,10 +39,12 @@ def evaluate(checkpoint: str | None, out: Path | None, quiet: bool, **kw: Any) -
 
     def body() -> int:
         from dpo_harness.evaluation.evaluate import evaluate as run_eval
+        from dpo_harness.files import check_output_dir
         from dpo_harness.launcher import process_group
 
         config = build_eval_config(checkpoint, **kw)
         out_dir = out or default_out("eval")
+        check_output_dir(out_dir)  # an --out that cannot be written fails now, not after the work
         with process_group() as dist:
             report = run_eval(
                 config,
@@ -61,13 +63,19 @@ def evaluate(checkpoint: str | None, out: Path | None, quiet: bool, **kw: Any) -
 
 def _write_evaluation(report: Any, out_dir: Path, code: int) -> int:
     from dpo_harness.evaluation.report import render_markdown, render_table
-    from dpo_harness.files import atomic_write_text, write_model_file
+    from dpo_harness.files import write_outputs
     from dpo_harness.reports.html import render_eval_html
 
-    write_model_file(out_dir / "report.json", report)
-    atomic_write_text(out_dir / "report.md", render_markdown(report))
-    atomic_write_text(out_dir / "report.html", render_eval_html(report))
-    click.echo(render_table(report))
+    click.echo(render_table(report))  # the result is shown even if it cannot be written
+    write_outputs(
+        out_dir,
+        {
+            "report.json": report.model_dump_json(indent=2) + "\n",
+            "report.md": render_markdown(report),
+            "report.html": render_eval_html(report),
+        },
+        what="the evaluation report",
+    )
     total = report.provenance.timings.get("total", 0)
     click.echo(f"\nreport: {out_dir / 'report.json'}, {out_dir / 'report.html'}  ({total:.1f} s)")
     return code

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dpo_harness.evaluation import measure
-from dpo_harness.evaluation.loading import LoadedModel
+from dpo_harness.evaluation.loading import LoadedModel, chat_template_error
 from dpo_harness.evaluation.responses import Responses
 from dpo_harness.evaluation.weight_scan import merge_findings, scan_safetensors, scan_tensor
 from dpo_harness.launcher import Distributed
@@ -326,7 +326,19 @@ class ModelRunner:
         return results
 
     def _rendered(self, prompt: Prompt) -> str:
-        return measure.render_prompt(self.loaded.tokenizer, prompt, self.generation.system_prompt)
+        return self._render(self.loaded.tokenizer, prompt)
+
+    def _render(self, tokenizer: Any, prompt: Prompt) -> str:
+        """The prompt through the chat template; a template that fails on it (a system prompt it
+        does not allow, a sandbox violation reached only by some messages) is bad input."""
+        try:
+            return measure.render_prompt(tokenizer, prompt, self.generation.system_prompt)
+        except Exception as exc:  # jinja2 errors; the template is the checkpoint's code
+            from jinja2 import TemplateError
+
+            if isinstance(exc, TemplateError):
+                raise chat_template_error(self.loaded.spec.ref, exc) from exc
+            raise
 
     def _ensure_generated(self, prompts: Sequence[Prompt], desc: str = "generate") -> None:
         todo = list(
@@ -372,7 +384,7 @@ class ModelRunner:
     def _context_text(self, tokenizer: Any, context: Prompt | str) -> str:
         if isinstance(context, str):
             return context
-        return measure.render_prompt(tokenizer, context, self.generation.system_prompt)
+        return self._render(tokenizer, context)
 
     def _score_rows(
         self, model: Any, tok: Any, items: list[tuple[list[int], list[int]]], desc: str

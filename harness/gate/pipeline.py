@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpo_harness.errors import BadInputError
+from dpo_harness.errors import BadInputError, HarnessError
 from dpo_harness.evaluation.evaluate import load_from_config, make_suites, reference_loaders
 from dpo_harness.evaluation.loading import (
     LoadedModel,
@@ -34,7 +34,7 @@ from dpo_harness.evaluation.loading import (
 )
 from dpo_harness.evaluation.measure import MEASUREMENT_VERSION
 from dpo_harness.evaluation.suite import Suite
-from dpo_harness.files import atomic_write_text, load_model_file, write_model_file
+from dpo_harness.files import check_output_dir, load_model_file, write_outputs
 from dpo_harness.gate.baseline import (
     Baseline,
     CompatibilityKey,
@@ -173,6 +173,7 @@ def prepare(
     from dpo_harness.gate.promotion import check_promotable
 
     policy = policy or GatePolicy()
+    check_output_dir(out_dir)
     if promote_to is not None:
         check_promotable(promote_to)
     if candidate is None:
@@ -293,29 +294,64 @@ def publish(
     candidate_dir: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> GateDecision:
-    """Write the evaluation and the decision, and promote or record the refusal (main process only)."""
+    """Write the evaluation and the decision, and promote or record the refusal (main process only).
+
+    The evaluation (``report.json``) is written first, so a promotion that fails (a full disk,
+    a read-only target) never costs it; the decision files follow as one all-or-none group.
+    ``candidate_dir`` defaults to the resolved candidate's directory (the demo model's and a hub
+    snapshot's too). A write that fails is exit 2 and says what was kept, and where.
+    """
     from dpo_harness.gate.promotion import promote, record_refusal
     from dpo_harness.reports.html import render_gate_html
 
     decision = run.decision
-    write_model_file(run.out_dir / "report.json", run.report)
-    if promote_to is not None:
-        if decision.decision == "promote":
-            if candidate_dir is None:
-                raise BadInputError(
-                    "cannot promote a candidate that is not a local directory", "download it first"
-                )
-            decision = promote(candidate_dir, promote_to, decision)
-        else:
-            record = record_refusal(promote_to, decision)
-            log(f"refused: {promote_to} left untouched; refusal recorded at {record}")
-    write_model_file(run.out_dir / "decision.json", decision)
-    atomic_write_text(run.out_dir / "gate.md", render_gate_markdown(decision))
-    atomic_write_text(
-        run.out_dir / "report.html", render_gate_html(decision, run.report, run.baseline)
+    report_file = run.out_dir / "report.json"
+    write_outputs(
+        run.out_dir,
+        {"report.json": run.report.model_dump_json(indent=2) + "\n"},
+        what="the evaluation report",
     )
+    if promote_to is not None:
+        try:
+            if decision.decision == "promote":
+                source = candidate_dir or _candidate_dir(run)
+                decision = promote(source, promote_to, decision)
+            else:
+                record = record_refusal(promote_to, decision)
+                log(f"refused: {promote_to} left untouched; refusal recorded at {record}")
+        except HarnessError as exc:
+            raise BadInputError(
+                f"{exc.cause}; the evaluation is kept in {report_file}", exc.fix
+            ) from exc
+    try:
+        write_outputs(
+            run.out_dir,
+            {
+                "decision.json": decision.model_dump_json(indent=2) + "\n",
+                "gate.md": render_gate_markdown(decision),
+                "report.html": render_gate_html(decision, run.report, run.baseline),
+            },
+            what="the gate decision",
+        )
+    except HarnessError as exc:
+        done = (
+            f"; {decision.candidate.ref} was promoted to {promote_to}"
+            if decision.promoted_to
+            else ""
+        )
+        raise BadInputError(exc.cause + done, exc.fix) from exc
     run.decision = decision
     return decision
+
+
+def _candidate_dir(run: GateRun) -> Path:
+    """The candidate's own directory, as resolved by prepare (local for a hub id too)."""
+    candidate = run.plan.candidate if run.plan is not None else None
+    if candidate is None:
+        raise BadInputError(
+            "cannot promote a candidate whose files are not at hand", "gate its directory"
+        )
+    return candidate.spec.path
 
 
 # --------------------------------------------------------------------------- the 0.1 API
@@ -361,7 +397,11 @@ def run_gate(
         distributed=distributed,
     )
     if distributed is None or distributed.is_main:
-        write_model_file(out_dir / "report.json", run.report)
+        write_outputs(
+            out_dir,
+            {"report.json": run.report.model_dump_json(indent=2) + "\n"},
+            what="the evaluation report",
+        )
     return run
 
 

@@ -23,10 +23,7 @@ On refusal the promote directory is not touched; a refusal record is written nex
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import datetime as _dt
-import errno
 import hashlib
 import json
 import os
@@ -38,7 +35,8 @@ from pathlib import Path
 import yaml
 from dpo_harness.errors import BadInputError, HarnessError
 from dpo_harness.evaluation.fingerprint import text_hash
-from dpo_harness.files import atomic_write_text, output_error
+from dpo_harness.files import atomic_write_text, output_error, read_only_fs
+from dpo_harness.files import exchange_paths as _renameat2_exchange
 from dpo_harness.gate.decision import GateDecision
 from dpo_harness.gate.render import gate_headers, gate_rows
 from filelock import FileLock, Timeout
@@ -136,8 +134,9 @@ def check_promotable(target: Path) -> None:
             "choose a promote directory whose parent is a directory",
         )
     if not os.access(ancestor, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if read_only_fs(ancestor) else "is not writable"
         raise BadInputError(
-            f"cannot write the promoted model: {ancestor} is not writable",
+            f"cannot write the promoted model: {ancestor} {why}",
             "choose a writable --promote-to directory",
         )
 
@@ -198,26 +197,6 @@ def _check_same_model(copied: Path, decision: GateDecision) -> None:
 
 
 # --------------------------------------------------------------------------- atomic swap
-
-
-def _renameat2_exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    if not hasattr(os, "uname") or os.uname().sysname != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
-        return False  # file system or kernel without RENAME_EXCHANGE: fall back to two renames
-    raise OSError(err, os.strerror(err), str(b))
 
 
 def _leftovers(target: Path, kind: str) -> list[Path]:

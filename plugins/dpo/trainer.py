@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dpo_harness.errors import BadInputError
-from dpo_harness.files import atomic_write_text
+from dpo_harness.errors import BadInputError, HarnessError
+from dpo_harness.files import atomic_write_text, exchange_paths, writing
 from dpo_harness.launcher import is_main_process, world_size
 from dpo_harness.plugins.dpo.curves import plot_curves
 from dpo_harness.plugins.dpo.guards import DPOGuard
@@ -259,46 +260,90 @@ def _checkpoints(output_dir: Path) -> list[CheckpointRecord]:
     ]
 
 
-def set_aside_incomplete(output_dir: Path, log: Callable[[str], None]) -> Path | None:
+def set_aside_incomplete(
+    output_dir: Path, log: Callable[[str], None], *, said_by: str = "resume"
+) -> Path | None:
     """Move half-written checkpoints out of the way (kept, renamed) and return the newest complete one."""
     newest = None
     for step, p in _checkpoint_dirs(output_dir):
         if _is_complete(p):
             newest = p
             continue
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"{time.time_ns() // 1000 % 1_000_000:06d}"
         aside = p.with_name(f"incomplete-{p.name}-{stamp}")
         os.replace(p, aside)
         log(
-            f"resume: {p.name} was not completely written (the run was interrupted while saving "
+            f"{said_by}: {p.name} was not completely written (the run was interrupted while saving "
             f"step {step}); kept as {aside.name}, not used"
         )
     return newest
 
 
+def _guarded_saves(trainer_cls: type) -> type:
+    """``trainer_cls`` whose checkpoint saves fail as a one-line error, not a torch traceback."""
+
+    class GuardedSaves(trainer_cls):  # type: ignore[misc]
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            with writing(folder, "the training checkpoint"):
+                super()._save_checkpoint(model, trial)
+
+    GuardedSaves.__name__ = GuardedSaves.__qualname__ = trainer_cls.__name__
+    return GuardedSaves
+
+
+def _already_done(checkpoint: Path) -> bool:
+    """True when ``checkpoint`` is the run's last step. The Trainer resumed from it anyway would
+    train one step past max_steps (transformers 5 checks the stop condition only after a step)."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        return int(state["global_step"]) >= int(state["max_steps"]) > 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _restore_finished(trainer: Any, checkpoint: Path) -> None:
+    """Load a finished run's last checkpoint (weights and state) without training a step."""
+    from transformers import TrainerState
+
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    trainer._load_from_checkpoint(str(checkpoint))
+
+
 def _save_final(trainer: Any, out_dir: Path) -> Path:
-    """Save the final model into a temporary directory, then rename it to ``final``.
+    """Save the final model into a temporary directory, then swap it in as ``final``.
 
     A kill while saving leaves the temporary directory (removed by the next run), never a
-    half-written ``final/`` that a later command would gate.
+    half-written ``final/`` that a later command would gate; a kill between the two renames of
+    the fallback swap leaves the earlier ``final/`` aside, and the next run puts it back.
     """
-    import shutil
     import tempfile
 
     final = out_dir / "final"
-    for leftover in out_dir.glob(".final.saving-*"):
+    replaced = sorted(out_dir.glob(".final.replaced-*"))
+    if not final.exists() and replaced:
+        os.replace(replaced.pop(), final)
+    for leftover in [*out_dir.glob(".final.saving-*"), *replaced]:
         shutil.rmtree(leftover, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".final.saving-", dir=out_dir))
-    os.chmod(tmp, 0o755)
-    trainer.save_model(str(tmp))
-    trainer.state.save_to_json(str(tmp / "trainer_state.json"))
-    if final.exists():
-        old = out_dir / f".final.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    try:
+        with writing(final, "the final model"):
+            os.chmod(tmp, 0o755)
+            trainer.save_model(str(tmp))
+            trainer.state.save_to_json(str(tmp / "trainer_state.json"))
+            if not final.exists():
+                os.replace(tmp, final)
+                return final
+            if exchange_paths(tmp, final):
+                old = tmp  # the earlier final/ now lives at the temporary name
+            else:
+                old = out_dir / f".final.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -340,7 +385,7 @@ def run_dpo(
         beta=config.training.beta,
         events_path=events_path if is_main_process() else None,
     )
-    trainer = DPOTrainer(
+    trainer = _guarded_saves(DPOTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_rows),
@@ -372,7 +417,20 @@ def run_dpo(
             resume_from = str(newest)
             log(f"resuming from {newest}")
     t_train = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        if resume_from is not None and _already_done(Path(resume_from)):
+            _restore_finished(trainer, Path(resume_from))
+            log(f"resume: {Path(resume_from).name} already reached max_steps; nothing to train")
+        else:
+            trainer.train(resume_from_checkpoint=resume_from)
+    except HarnessError as exc:  # a checkpoint that could not be written (see _guarded_saves)
+        if is_main_process():
+            set_aside_incomplete(out_dir, log, said_by="train")  # kept, never picked by --resume
+        raise BadInputError(
+            exc.cause,
+            "free some disk space (or fix the permissions), then continue with --resume: it "
+            "starts from the last complete checkpoint; the half-written one was set aside",
+        ) from exc
     train_seconds = time.perf_counter() - t_train
     steps = int(trainer.state.global_step)
     checkpoints = _checkpoints(out_dir)

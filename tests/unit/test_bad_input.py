@@ -149,6 +149,8 @@ def test_an_unexpected_exception_is_exit_3_with_a_crash_log_not_a_traceback(
     assert "Traceback" not in result.output
     logs = list((tmp_path / "cache" / "crashes").glob("*.log"))
     assert len(logs) == 1 and "ZeroDivisionError" in logs[0].read_text(encoding="utf-8")
+    # --debug sets the module flag; patch it first, so the teardown puts back False, not True
+    # (True leaked into every later test and printed a traceback under each one-line error).
+    monkeypatch.setattr("dpo_harness.cli.common.DEBUG", False)
     debug = CliRunner().invoke(cli, ["--debug", "suites"])
     assert isinstance(debug.exception, ZeroDivisionError)  # --debug lets the traceback through
-    monkeypatch.setattr("dpo_harness.cli.common.DEBUG", False)

@@ -291,3 +291,70 @@ def test_resume_skips_half_written_checkpoints_and_keeps_them(tmp_path: Path) ->
         "incomplete-checkpoint-16",
         "incomplete-checkpoint-20",
     ]
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_a_report_set_is_written_all_or_none_and_a_full_disk_keeps_it_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dpo_harness.files as files
+
+    monkeypatch.setenv("DPO_HARNESS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("report.json", "report.md", "report.html"):
+        (out / name).write_text(f"earlier {name}")
+    real = files._write_tmp
+
+    def full_at_the_html(path: Path, data: bytes) -> Path:
+        if path.parent == out and path.name == "report.html":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(files, "_write_tmp", full_at_the_html)
+    new = {"report.json": "{}", "report.md": "# new", "report.html": "<p>new</p>"}
+    with pytest.raises(HarnessError, match="No space left on device") as err:
+        files.write_outputs(out, new, what="the evaluation report")
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]
+    assert all((out / n).read_text() == f"earlier {n}" for n in new)  # nothing replaced
+    kept = next((tmp_path / "cache" / "unsaved").glob("*-out"))
+    assert {p.name: p.read_text() for p in kept.iterdir()} == new
+    assert str(kept) in err.value.cause and err.value.exit_code == 2
+
+
+def test_a_library_save_that_fills_the_disk_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil as shutil_mod
+
+    from dpo_harness.files import writing
+
+    # torch.save on a full disk: a RuntimeError with no errno ("unexpected pos …").
+    with pytest.raises(RuntimeError, match="unexpected pos"), writing(tmp_path, "the checkpoint"):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 131200")
+    usage = shutil_mod.disk_usage(tmp_path)._replace(free=0)
+    monkeypatch.setattr("dpo_harness.files.shutil.disk_usage", lambda _p: usage)
+    with pytest.raises(HarnessError, match="No space left on device"), writing(tmp_path, "x"):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 131200")
+
+
+def test_an_output_directory_that_cannot_be_filled_is_refused_before_the_work(
+    tmp_path: Path,
+) -> None:
+    from dpo_harness.files import check_output_dir
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for path, words in (
+        (afile, "is an existing file"),
+        (afile / "below", "is a file, not a directory"),
+    ):
+        with pytest.raises(BadInputError, match=words):
+            check_output_dir(path)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "deeper")
+    with pytest.raises(BadInputError, match="leads nowhere"):
+        check_output_dir(tmp_path / "dangling")
+    check_output_dir(tmp_path / "new" / "deeper")  # creatable: fine, and not created yet
+    assert not (tmp_path / "new").exists()
