@@ -153,10 +153,17 @@ ModelRole = Literal["candidate", "reference"]
 
 
 class GenerateRequest(_Frozen):
-    """Greedy generation for one prompt. Identical prompts from several suites run once."""
+    """Greedy generation for one prompt. Identical prompts from several suites run once.
+
+    A conversation is rendered with the chat template (and the system prompt); a ``str`` is
+    plain text the model continues as it stands, as lm-evaluation-harness prompts a model
+    without ``--apply_chat_template``. ``max_new_tokens`` overrides the evaluation's generation
+    length for this request (None: the evaluation's ``generation.max_new_tokens``).
+    """
 
     kind: Literal["generate"] = "generate"
-    prompt: Prompt
+    prompt: Prompt | str
+    max_new_tokens: int | None = Field(default=None, ge=1, le=8192)
 
 
 class LoglikelihoodRequest(_Frozen):
