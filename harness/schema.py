@@ -408,10 +408,17 @@ class Finding(_Strict):
 
 
 class SuiteIdentity(_Strict):
-    """What makes two runs of a suite comparable: its version and the hash of its data."""
+    """What makes two runs of a suite comparable: its version and the hash of its data.
+
+    A user suite (declared in a YAML file) also carries the hash of its declaration — how its
+    rows become requests and scores — since its code is not versioned with the harness; and,
+    for messages only, the file it was declared in.
+    """
 
     version: str
     data_hash: str
+    declaration_hash: str | None = None
+    declared_in: str | None = None  # informational: never compared
 
 
 class SuiteResult(_Strict):
