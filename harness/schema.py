@@ -118,6 +118,9 @@ class EvalSettings(_Strict):
 
     suites: list[str] = Field(default_factory=lambda: list(DEFAULT_SUITES))
     suite_data: dict[str, Path] = Field(default_factory=dict)
+    # YAML files declaring user suites (dpo_harness.suites.user); their suites join the default
+    # selection when ``suites`` is not given.
+    suite_files: list[Path] = Field(default_factory=list)
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_size: int = Field(default=16, ge=1, le=4096)
