@@ -17,8 +17,8 @@ named by an entry of kind ``lm_eval``. What lm-eval runs as Python (``!function`
 ``process_results``, ``process_docs``, filters) is refused with the field it is in: a suite
 here is data and templates, never code.
 
-Every error names the file and the field; the models are frozen so a declaration can be hashed
-(:func:`declaration_payload`).
+Every error names the file and the field. The models are frozen; a suite hashes the part of
+its declaration that decides numbers, with the defaults applied (``UserSuite.identity``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from dpo_harness.errors import BadInputError
+from dpo_harness.evaluation.suite import USER_SUITES_DOC
 from dpo_harness.files import validate_config
 from dpo_harness.schema import Direction, MetricSpec
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -50,7 +51,6 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-_DOC = "docs/user-suites.md"
 
 
 class _Frozen(BaseModel):
@@ -410,7 +410,7 @@ def load_lm_eval_task(path: Path) -> LmEvalTask:
         field = where.lstrip(".")
         raise BadInputError(
             f"{path}: '{field}: {ref!r}' is a custom Python hook; dpo-harness runs no task code",
-            f"write '{field}' as a field name or a Jinja template, or declare the suite natively ({_DOC})",
+            f"write '{field}' as a field name or a Jinja template, or declare the suite natively ({USER_SUITES_DOC})",
         )
     for field, fix in _UNSUPPORTED.items():
         if field in data and data[field] not in (None, False):
@@ -478,7 +478,7 @@ def read_declarations(path: Path) -> list[tuple[SuiteEntry, LmEvalTask | None]]:
         return [(entry, task)]
     raise BadInputError(
         f"{path} is neither a suites file (a 'suites:' list) nor an lm-eval task (a 'task:' field)",
-        f"see {_DOC} for both formats",
+        f"see {USER_SUITES_DOC} for both formats",
     )
 
 

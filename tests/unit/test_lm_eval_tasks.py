@@ -338,3 +338,16 @@ def test_exact_match_options_without_lm_eval() -> None:
     assert exact_match("Demand-Side, Platform!", "demandside platform", m)
     assert not exact_match("DSP", "dsp", LmEvalMetric(metric="exact_match"))
     assert math.isnan(float("nan")) and argmax([1.0, math.nan, 2.0]) == 1
+
+
+def test_the_example_documents_are_the_adtech_items() -> None:
+    import importlib.util
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "lm-eval-adtech"
+    spec = importlib.util.spec_from_file_location("convert", example / "convert.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines = (example / "adtech_mc.jsonl").read_text(encoding="utf-8").splitlines()
+    assert lines == [json.dumps(d, ensure_ascii=False) for d in module.documents()]
+    assert len(lines) == 158  # rerun convert.py when the adtech items change

@@ -404,3 +404,19 @@ def test_nan_log_likelihoods_stay_visible(tmp_path: Path) -> None:
     answer(responses, suite.plan(CTX), {"クリック数÷表示回数": math.nan})
     margin = suite.score(CTX, responses).metric("mc_gold_margin")
     assert margin.nonfinite and margin.value is None
+
+
+def test_a_baseline_update_says_when_a_declaration_changed() -> None:
+    from dpo_harness.gate.baseline_diff import update_reasons
+
+    report = make_report({"acc": {f"i{k}": 1.0 for k in range(12)}})
+    report.provenance.suites["toy"] = report.provenance.suites["toy"].model_copy(
+        update={"declaration_hash": "sha256:a"}
+    )
+    old = make_baseline(report)
+    new = report.model_copy(deep=True)
+    new.provenance.suites["toy"] = new.provenance.suites["toy"].model_copy(
+        update={"declaration_hash": "sha256:b"}
+    )
+    assert update_reasons(old, new) == ["suite toy declaration changed"]
+    assert update_reasons(old, report) == ["re-run with unchanged inputs (a reproducibility check)"]
