@@ -6,8 +6,9 @@ unless ``--dpo-checkpoint`` is given (``pytest -p no:dpo_harness`` switches it o
     pytest --dpo-checkpoint PATH [--dpo-baseline FILE] [--dpo-suites numerical,adtech] [--dpo-base MODEL]
 
 Every evaluation setting of the CLI is here with ``dpo-`` in front (``--dpo-batch-size``,
-``--dpo-suite-data``, ``--dpo-suite-file``, ``--dpo-max-new-tokens`` …, from :mod:`dpo_harness.settings`), and so are
-the gate policy's (``--dpo-inconclusive``, ``--dpo-margin``, ``--dpo-seed``).
+``--dpo-suite-data``, ``--dpo-suite-file``, ``--dpo-max-new-tokens`` …, from
+:mod:`dpo_harness.settings`), and so are the gate policy's (``--dpo-inconclusive``,
+``--dpo-margin``, ``--dpo-seed``).
 
 With the checkpoint given, a :class:`DpoGate` object is registered as a plugin; it keeps its
 state in ``config.stash``. It runs the gate pipeline's *prepare* step at session start — a

@@ -159,15 +159,13 @@ class _ChoiceDoc:
     context: str
     choices: tuple[str, ...]
     gold: tuple[int, ...]  # one index, or several (a list target); -100: not among the choices
-    multiple: bool
 
 
 @dataclass(frozen=True)
 class _GenerationDoc:
     id: str
     context: str
-    golds: tuple[str, ...]
-    multiple: bool
+    golds: tuple[str, ...]  # any of them counts (a list target)
 
 
 class _Reader:
@@ -198,14 +196,15 @@ class _Reader:
 
     def text(self, doc: Row, k: int) -> str:
         t = self.task.doc_to_text
-        value: Any
-        if t in self.columns:
-            value = doc[t]
-        else:
-            value = self.render("doc_to_text", t, doc, k)
-            if value.isdigit() and self.task.doc_to_choice is not None:
-                value = int(value)  # lm-eval reads a number as "one context per choice"
-        if isinstance(value, str):
+        value: Any = doc[t] if t in self.columns else self.render("doc_to_text", t, doc, k)
+        # lm-eval reads a rendered number as "one context per choice" (winogrande style)
+        per_choice = (
+            t not in self.columns
+            and isinstance(value, str)
+            and value.isdigit()
+            and self.task.doc_to_choice is not None
+        )
+        if isinstance(value, str) and not per_choice:
             return value
         raise self.fail(
             "doc_to_text",
@@ -229,7 +228,10 @@ class _Reader:
             return doc[t]
         value = self.render("doc_to_target", t, doc, k)
         if value.isdigit() and self.task.doc_to_choice is not None:
-            return ast.literal_eval(value)
+            try:
+                return ast.literal_eval(value)
+            except (SyntaxError, ValueError):
+                raise self.fail("doc_to_target", k, f"renders {value!r}, not an index") from None
         if len(value) >= 2 and value[0] == "[" and value[-1] == "]":
             try:
                 return ast.literal_eval(value)
@@ -277,7 +279,6 @@ class _Reader:
                 self.context(doc, k),
                 tuple(choices),
                 tuple(g if g < n else -100 for g in gold),
-                True,
             )
         if isinstance(gold, str):
             index = choices.index(gold) if gold in choices else -100
@@ -285,7 +286,7 @@ class _Reader:
             index = int(gold) if gold < n else -100
         else:
             raise self.fail("doc_to_target", k, f"gives {gold!r}: expected a choice index or text")
-        return _ChoiceDoc(item_id, self.context(doc, k), tuple(choices), (index,), False)
+        return _ChoiceDoc(item_id, self.context(doc, k), tuple(choices), (index,))
 
     def generation_doc(self, doc: Row, k: int, item_id: str) -> _GenerationDoc:
         gold = self.target(doc, k)
@@ -295,14 +296,14 @@ class _Reader:
                 raise self.fail(
                     "doc_to_target", k, f"gives {gold!r}: not an index into doc_to_choice"
                 )
-            return _GenerationDoc(item_id, self.context(doc, k), (choices[gold],), False)
+            return _GenerationDoc(item_id, self.context(doc, k), (choices[gold],))
         if isinstance(gold, list):
             if not gold or not all(isinstance(g, str) for g in gold):
                 raise self.fail(
                     "doc_to_target", k, f"gives {gold!r}: a list target must hold texts"
                 )
-            return _GenerationDoc(item_id, self.context(doc, k), tuple(gold), True)
-        return _GenerationDoc(item_id, self.context(doc, k), (str(gold),), False)
+            return _GenerationDoc(item_id, self.context(doc, k), tuple(gold))
+        return _GenerationDoc(item_id, self.context(doc, k), (str(gold),))
 
     def context(self, doc: Row, k: int) -> str:
         return self.description(doc, k) + self.text(doc, k)

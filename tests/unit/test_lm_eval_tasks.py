@@ -142,6 +142,17 @@ def test_a_target_outside_the_choices_counts_as_wrong_with_a_finding(tmp_path: P
     assert "not one of their choices" in result.findings[0].message
 
 
+def test_a_list_target_counts_any_of_its_choices(tmp_path: Path) -> None:
+    docs = [{**DOCS[0], "gold": [1, 2]}, {**DOCS[1], "gold": [0, 5]}]
+    (suite,) = load_suite_files([mc_task(tmp_path, docs=docs)]).values()
+    responses = Responses()
+    for r, lp in zip(suite.plan(CTX), [-9.0, -1.0, -5.0, -3.0, -1.0], strict=True):
+        responses.set(r, ll(lp, lp > -2))
+    per = {m.name: m.per_sample for m in suite.score(CTX, responses).metrics}
+    assert per["acc"] == {"0": 1.0, "1": 0.0}  # picks 1 (in [1, 2]) and 1 (not in [0, 5])
+    assert per["exact_match"] == {"0": 1.0, "1": 0.0}  # choice 1 is greedy; 5 is no choice
+
+
 def gen_task(tmp_path: Path, generation: str, metric: str = "{metric: exact_match}") -> Path:
     docs = [{"q": "DSPは", "a": "Demand-Side Platform"}, {"q": "SSPは", "a": "供給側"}]
     write(tmp_path / "g.jsonl", "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
@@ -227,6 +238,7 @@ def test_include_merges_a_base_file_under_the_task(tmp_path: Path) -> None:
         ("doc_to_text: '{{ q '\n", "not a valid Jinja template"),
         ("doc_to_choice: '{{ q }}'\n", "not a Python list"),
         ("repeats: 3\n", "repeated sampling"),
+        ("doc_to_text: '{{ gold }}'\n", "a number selects a context per choice"),
     ],
 )
 def test_what_lm_eval_runs_as_code_or_dpo_harness_cannot_reproduce_is_refused(
