@@ -420,3 +420,49 @@ def test_a_baseline_update_says_when_a_declaration_changed() -> None:
     )
     assert update_reasons(old, new) == ["suite toy declaration changed"]
     assert update_reasons(old, report) == ["re-run with unchanged inputs (a reproducibility check)"]
+
+
+# --------------------------------------------------------------------------- other sources
+
+
+def test_a_parquet_file_is_the_same_data_as_its_jsonl(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow", reason="parquet needs pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [
+        {
+            **r,
+            "label": r["options"].index(r["label"]) if isinstance(r["label"], str) else r["label"],
+        }
+        for r in MC_ROWS
+    ]
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+    declared = mc_suites_file(tmp_path).read_text(encoding="utf-8")
+    from_jsonl = one(write(tmp_path / "a.yaml", declared.replace("mc.jsonl", "rows.jsonl")))
+    from_parquet = one(write(tmp_path / "b.yaml", declared.replace("mc.jsonl", "rows.parquet")))
+    assert from_parquet.identity().data_hash == from_jsonl.identity().data_hash
+    assert from_parquet.plan(CTX) == from_jsonl.plan(CTX)
+
+
+def test_a_datasets_id_loads_offline_and_a_missing_one_says_so(tmp_path: Path) -> None:
+    pytest.importorskip("datasets", reason="a datasets id needs datasets")
+    # A dataset directory stands in for a hub id: the same load_dataset(id, name, split) call.
+    (tmp_path / "ds").mkdir()
+    write_jsonl(tmp_path / "ds" / "test.jsonl", MC_ROWS)
+    path = write(
+        tmp_path / "from-ds.yaml",
+        "suites:\n  - name: from-ds\n    version: 1\n    kind: multiple_choice\n"
+        f"    data: {{dataset: {tmp_path / 'ds'}, split: test, id_field: qid}}\n"
+        "    fields: {question: q, choices: options, answer: label}\n",
+    )
+    suite = one(path)
+    assert suite.identity().data_hash == one(mc_suites_file(tmp_path)).identity().data_hash
+    missing = write(
+        tmp_path / "missing.yaml",
+        path.read_text(encoding="utf-8").replace(str(tmp_path / "ds"), "nobody/no-such-dataset"),
+    )
+    with pytest.raises(BadInputError) as err:
+        load_suite_files([missing])
+    assert "data.dataset 'nobody/no-such-dataset': cannot load the data (offline" in err.value.cause
+    assert "data.split" in (err.value.fix or "")
