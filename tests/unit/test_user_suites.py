@@ -466,3 +466,36 @@ def test_a_datasets_id_loads_offline_and_a_missing_one_says_so(tmp_path: Path) -
         load_suite_files([missing])
     assert "data.dataset 'nobody/no-such-dataset': cannot load the data (offline" in err.value.cause
     assert "data.split" in (err.value.fix or "")
+
+
+def test_a_run_config_may_pick_a_user_suite_metric_as_its_primary(tmp_path: Path) -> None:
+    from dpo_harness.training.plugin import GateSettings, RunConfigBase
+    from dpo_harness.training.train_and_gate import CandidateOutcome, _best, check_run_config
+
+    path = mc_suites_file(tmp_path, "    metrics: {mc_gold_margin: {direction: lower}}\n")
+    evaluation = EvalSettings(suites=["my-mc"], suite_files=[path])
+
+    def config(primary: str) -> RunConfigBase:
+        return RunConfigBase(
+            output_dir=tmp_path / "run",
+            evaluation=evaluation,
+            gate=GateSettings(primary_metric=primary),
+        )
+
+    check_run_config(config("my-mc::mc_accuracy"))
+    with pytest.raises(BadInputError, match="is not a metric of the evaluated suites"):
+        check_run_config(config("my-mc::accuracy"))
+    with pytest.raises(BadInputError, match=r"which evaluation\.suites \(my-mc\) does not run"):
+        check_run_config(config("adtech::mc_accuracy"))
+
+    def outcome(step: int, value: float) -> CandidateOutcome:
+        return CandidateOutcome(
+            name=f"checkpoint-{step}", path=tmp_path, step=step, final=False, decision="promote",
+            primary_metric="my-mc::mc_gold_margin", primary_value=value, reasons=[], gate_dir=tmp_path,
+        )  # fmt: skip
+
+    # the declared direction decides which checkpoint is best: lower here
+    best = _best(
+        [outcome(1, 0.2), outcome(2, -0.1), outcome(3, 0.4)], config("my-mc::mc_gold_margin")
+    )
+    assert best is not None and best.step == 2
