@@ -82,34 +82,51 @@ def _write_evaluation(report: Any, out_dir: Path, code: int) -> int:
 
 
 @click.command("suites")
-def list_suites() -> None:
-    """List the available suites and their metrics (direction, hard limit, gate margin).
+@click.option(
+    "--suite-file",
+    "suite_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Also list the suites declared in this YAML file (repeatable).",
+)
+def list_suites(suite_files: tuple[Path, ...]) -> None:
+    """List the available suites and their metrics (with --suite-file, your own suites too).
 
     \b
-    Example: dpo-harness suites
+    Example: dpo-harness suites --suite-file my_suites.yaml
     """
 
     def body() -> int:
-        from dpo_harness.evaluation.suite import available_suites
+        from dpo_harness.evaluation.suite import Suite, available_suites
+        from dpo_harness.suites.user.loader import load_suite_files
         from tabulate import tabulate
 
+        suites: list[tuple[Suite, str]] = [
+            (cls(None), "") for _, cls in sorted(available_suites().items())
+        ]
+        for user in load_suite_files(list(dict.fromkeys(suite_files))).values():
+            suites.append((user, str(user.declared_in)))
         rows = []
-        for name, cls in sorted(available_suites().items()):
-            suite = cls(None)
+        for suite, declared_in in suites:
             for spec in suite.metric_specs():
                 rows.append(
                     [
-                        f"{name} v{cls.version}",
+                        f"{suite.name} v{suite.version}",
                         spec.name,
                         spec.direction.value,
                         spec.unit,
                         spec.hard_limit_text(),
                         "" if spec.margin is None else f"{spec.margin:g}",
+                        declared_in,
                     ]
                 )
-        click.echo(
-            tabulate(rows, headers=["suite", "metric", "direction", "unit", "hard limit", "margin"])
-        )
+        headers = ["suite", "metric", "direction", "unit", "hard limit", "margin"]
+        if suite_files:
+            headers.append("declared in")
+        else:
+            rows = [row[:-1] for row in rows]
+        click.echo(tabulate(rows, headers=headers))
         return EXIT_OK
 
     sys.exit(run_guarded(body))

@@ -113,7 +113,8 @@ class ModelRunner:
         # Under a launcher only the main process draws progress bars.
         self.progress = progress and (distributed is None or distributed.is_main)
         self.stats = RunnerStats(world_size=distributed.world_size if distributed else 1)
-        self._gen_cache: dict[str, GenerateResponse] = {}  # rendered prompt -> batched output
+        # (rendered prompt, max new tokens) -> batched output
+        self._gen_cache: dict[tuple[str, int], GenerateResponse] = {}
         # model id -> the shared-context scorer checked exact for it (None: use the plain path)
         self._shared_ok: dict[int, Callable[..., Any] | None] = {}
         # model id -> (decoder, lm_head) checked to give the model's logits (None: plain path)
@@ -281,7 +282,7 @@ class ModelRunner:
         # for the same prompt must not generate it again.
         for req, resp in out.items():
             if isinstance(req, GenerateRequest) and isinstance(resp, GenerateResponse):
-                self._gen_cache.setdefault(self._rendered(req.prompt), resp)
+                self._gen_cache.setdefault(self._gen_key(req), resp)
         if "parity" in by_kind:
             out.update(sharded({"parity": by_kind["parity"]}))
         # Counters become totals over all ranks, identical everywhere.
@@ -300,7 +301,7 @@ class ModelRunner:
     # ------------------------------------------------------------------ generation
 
     def _generate_texts(
-        self, texts: Sequence[str], batch_size: int, bar: Any = None
+        self, texts: Sequence[str], batch_size: int, max_new_tokens: int, bar: Any = None
     ) -> dict[str, GenerateResponse]:
         """Greedy generation for rendered prompts, longest first, results keyed by text."""
         import torch
@@ -308,7 +309,7 @@ class ModelRunner:
         model, tok = self._candidate(), self.loaded.tokenizer
         eos = measure.eos_ids(model, tok)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
-        gen_cfg = measure.generation_config(self.generation.max_new_tokens, eos, pad_id)
+        gen_cfg = measure.generation_config(max_new_tokens, eos, pad_id)
         encoded = {t: measure.encode(tok, t) for t in texts}
         order = sorted(texts, key=lambda t: -len(encoded[t]))
         results: dict[str, GenerateResponse] = {}
@@ -325,12 +326,15 @@ class ModelRunner:
                 bar.update(len(batch))
         return results
 
-    def _rendered(self, prompt: Prompt) -> str:
+    def _rendered(self, prompt: Prompt | str) -> str:
         return self._render(self.loaded.tokenizer, prompt)
 
-    def _render(self, tokenizer: Any, prompt: Prompt) -> str:
+    def _render(self, tokenizer: Any, prompt: Prompt | str) -> str:
         """The prompt through the chat template; a template that fails on it (a system prompt it
         does not allow, a sandbox violation reached only by some messages) is bad input."""
+        # Plain text is what the model sees as it stands (no chat template, no system prompt).
+        if isinstance(prompt, str):
+            return prompt
         try:
             return measure.render_prompt(tokenizer, prompt, self.generation.system_prompt)
         except Exception as exc:  # jinja2 errors; the template is the checkpoint's code
@@ -340,28 +344,46 @@ class ModelRunner:
                 raise chat_template_error(self.loaded.spec.ref, exc) from exc
             raise
 
-    def _ensure_generated(self, prompts: Sequence[Prompt], desc: str = "generate") -> None:
+    def _length(self, req: GenerateRequest) -> int:
+        return req.max_new_tokens or self.generation.max_new_tokens
+
+    def _gen_key(self, req: GenerateRequest) -> tuple[str, int]:
+        return self._rendered(req.prompt), self._length(req)
+
+    def _ensure_generated(
+        self, prompts: Sequence[Prompt | str], max_new_tokens: int, desc: str = "generate"
+    ) -> None:
         todo = list(
-            dict.fromkeys(t for t in map(self._rendered, prompts) if t not in self._gen_cache)
+            dict.fromkeys(
+                t
+                for t in map(self._rendered, prompts)
+                if (t, max_new_tokens) not in self._gen_cache
+            )
         )
         if not todo:
             return
         with self._bar(len(todo), desc) as bar:
-            self._gen_cache.update(self._generate_texts(todo, self.batch_size, bar))
+            done = self._generate_texts(todo, self.batch_size, max_new_tokens, bar)
+        self._gen_cache.update(((t, max_new_tokens), resp) for t, resp in done.items())
 
     def _run_generate(self, reqs: list[GenerateRequest], out: Responses) -> None:
-        self._ensure_generated([r.prompt for r in reqs])
+        by_length: dict[int, list[GenerateRequest]] = {}
         for r in reqs:
-            out.set(r, self._gen_cache[self._rendered(r.prompt)])
+            by_length.setdefault(self._length(r), []).append(r)
+        for length, group in by_length.items():
+            self._ensure_generated([r.prompt for r in group], length)
+            for r in group:
+                out.set(r, self._gen_cache[self._gen_key(r)])
 
     def _run_parity(self, reqs: list[ParityRequest], out: Responses) -> None:
+        length = self.generation.max_new_tokens
         for r in reqs:
-            self._ensure_generated(list(r.prompts))
+            self._ensure_generated(list(r.prompts), length)
             texts = [self._rendered(p) for p in r.prompts]
-            batched = [self._gen_cache[t] for t in texts]
+            batched = [self._gen_cache[(t, length)] for t in texts]
             before = Counter(self.stats.generations)
             with self._bar(len(texts), "parity (one by one)") as bar:
-                single = self._generate_texts(texts, 1, bar)
+                single = self._generate_texts(texts, 1, length, bar)
             # Parity re-generation is a check of the runner, not a second evaluation of a prompt.
             self.stats.generations = before
             mismatched = [

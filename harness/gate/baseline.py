@@ -83,6 +83,12 @@ class CompatibilityKey(BaseModel):
                 out.append(
                     f"suite {name!r} data changed ({a.data_hash[:15]}… vs {b.data_hash[:15]}…)"
                 )
+            elif a.declaration_hash != b.declaration_hash:
+                out.append(
+                    f"suite {name!r} is declared differently (fields, templates, scoring or "
+                    f"the code it reuses: {a.declaration_hash or 'none'} vs "
+                    f"{b.declaration_hash or 'none'})"
+                )
         if self.measurement != other.measurement:
             out.append(
                 f"measured by runner version {self.measurement or 'unversioned'} (baseline) vs "
@@ -143,18 +149,24 @@ class Baseline(BaseModel):
     ) -> None:
         """Refuse a comparison whose key differs. ``with_data``: the user's own suite data files.
 
-        With user data the fix never says to update the stored (perhaps shipped) baseline: the
-        baseline of that data belongs in a directory of its own.
+        With user data or user suites (declared in files) the fix never says to update the
+        stored (perhaps shipped) baseline: the baseline of that data belongs in a directory of
+        its own.
         """
         diffs = self.key.differences(key, suites)
         if not diffs:
             return
-        if with_data:
-            data = " ".join(f"--suite-data {k}={v}" for k, v in sorted(with_data.items()))
+        # The user's own data and suite files: their baseline belongs in a directory of its own.
+        own = [f"--suite-data {k}={v}" for k, v in sorted((with_data or {}).items())]
+        own += [
+            f"--suite-file {f}"
+            for f in sorted({i.declared_in for i in key.suites.values() if i.declared_in})
+        ]
+        if own:
             fix = (
                 f"create a baseline for your data in its own directory: dpo-harness baseline "
-                f"create {self.base_model} {data} --baselines-dir baselines-mydata, then gate "
-                "with --baselines-dir baselines-mydata"
+                f"create {self.base_model} {' '.join(own)} --baselines-dir baselines-mydata, "
+                "then gate with --baselines-dir baselines-mydata"
             )
         else:
             fix = f"re-create it with: dpo-harness baseline update {self.base_model}"

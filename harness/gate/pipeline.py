@@ -45,7 +45,7 @@ from dpo_harness.gate.baseline import (
 from dpo_harness.gate.decision import GateDecision, GatePolicy, gate
 from dpo_harness.gate.render import render_gate_markdown
 from dpo_harness.launcher import Distributed
-from dpo_harness.schema import EvalConfig, EvalReport, SuiteIdentity
+from dpo_harness.schema import EvalConfig, EvalReport
 
 __all__ = [
     "GatePlan",
@@ -196,7 +196,14 @@ def prepare(
         config = config.model_copy(update={"suites": list(stored.key.suites)})
     if config.base is None:
         config = config.model_copy(update={"base": base.ref})
-    suites = make_suites(config)
+    suites = make_suites(
+        config,
+        declared_elsewhere={
+            name: ident.declared_in
+            for name, ident in stored.key.suites.items()
+            if ident.declaration_hash is not None and ident.declared_in
+        },
+    )
     _check_margins(policy, suites)
     if report_file is not None:
         report = load_model_file(report_file, EvalReport, what="evaluation report")
@@ -207,9 +214,7 @@ def prepare(
     else:
         template_hash, vocab_hash = tokenizer_identity(candidate, config.trust_remote_code)
         key = CompatibilityKey(
-            suites={
-                s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites
-            },
+            suites={s.name: s.identity() for s in suites},
             generation=config.generation,
             chat_template_hash=template_hash,
             tokenizer_hash=vocab_hash,

@@ -22,7 +22,6 @@ from dpo_harness.evaluation.evaluate import make_suites
 from dpo_harness.evaluation.loading import ResolvedModel, resolve_model, tokenizer_identity
 from dpo_harness.evaluation.measure import MEASUREMENT_VERSION
 from dpo_harness.evaluation.report import format_value
-from dpo_harness.evaluation.suite import create_suite
 from dpo_harness.files import atomic_write_text, write_model_file
 from dpo_harness.gate.baseline import (
     Baseline,
@@ -38,7 +37,7 @@ from dpo_harness.gate.decision import GateDecision
 from dpo_harness.gate.pipeline import GateRun, execute, prepare, publish
 from dpo_harness.gate.promotion import check_promotable
 from dpo_harness.launcher import Distributed, apply_threads, is_main_process, process_group
-from dpo_harness.schema import Direction, EvalConfig, EvalSettings, SuiteIdentity
+from dpo_harness.schema import Direction, EvalConfig, EvalSettings
 from dpo_harness.training.plugin import (
     PreflightSummary,
     RunConfigBase,
@@ -136,10 +135,10 @@ def check_run_config(config: RunConfigBase) -> None:
     names = {f"{s.name}::{spec.name}": spec for s in suites for spec in s.metric_specs()}
     primary = config.gate.primary_metric
     suite_name = primary.partition("::")[0]
-    if suite_name not in config.evaluation.suites:
+    if suite_name not in [s.name for s in suites]:
         raise BadInputError(
             f"gate.primary_metric {primary!r} belongs to suite {suite_name!r}, "
-            f"which evaluation.suites ({', '.join(config.evaluation.suites)}) does not run",
+            f"which evaluation.suites ({', '.join(s.name for s in suites)}) does not run",
             "add the suite to evaluation.suites or choose another primary metric",
         )
     if primary not in names:
@@ -330,7 +329,8 @@ def _best(outcomes: list[CandidateOutcome], config: RunConfigBase) -> CandidateO
     if not passing:
         return None
     suite_name, _, metric_name = config.gate.primary_metric.partition("::")
-    spec = create_suite(suite_name).spec(metric_name)
+    suites = {s.name: s for s in make_suites(config.evaluation)}
+    spec = suites[suite_name].spec(metric_name)
     sign = -1.0 if spec.direction is Direction.LOWER else 1.0
     return max(
         passing,
@@ -343,7 +343,7 @@ def check_comparable(stored: Baseline, settings: EvalSettings, base: ResolvedMod
     suites = make_suites(settings)
     template_hash, vocab_hash = tokenizer_identity(base, settings.trust_remote_code)
     key = CompatibilityKey(
-        suites={s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites},
+        suites={s.name: s.identity() for s in suites},
         generation=settings.generation,
         chat_template_hash=template_hash,
         tokenizer_hash=vocab_hash,
