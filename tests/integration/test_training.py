@@ -201,16 +201,24 @@ class TrainModeSpy(TrainerCallback):
 
 
 def test_live_gate_evaluates_the_saved_weights_and_its_metrics_reach_tensorboard(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dpo_harness.evaluation.loading import resolve_model
     from dpo_harness.gate.pipeline import execute, prepare
     from dpo_harness.schema import EvalConfig, EvalReport
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # 16 multiple-choice items (log-likelihoods only, no generation) keep three evaluations
+    # short; the run creates their baseline.
+    items = (REPO / "suites" / "data" / "adtech" / "items.jsonl").read_text(encoding="utf-8")
+    mc = [line for line in items.splitlines() if '"multiple_choice"' in line][:16]
+    (tmp_path / "items.jsonl").write_text("\n".join(mc) + "\n", encoding="utf-8")
+    bdir = tmp_path / "baselines"
+    monkeypatch.setenv("DPO_HARNESS_BASELINES", str(bdir))
     config = _tiny_config(tmp_path, max_steps=10, save_steps=5, logging_steps=5)
     config.training.report_to = ["tensorboard"]
     config.evaluation.suites = ["adtech"]
+    config.evaluation.suite_data = {"adtech": tmp_path / "items.jsonl"}
     config.gate.live = True
     spy = TrainModeSpy()
     summary = train_and_gate(
@@ -232,7 +240,7 @@ def test_live_gate_evaluates_the_saved_weights_and_its_metrics_reach_tensorboard
     assert live.provenance.model.kind.value == "trainer-checkpoint"
     plan = prepare(
         EvalConfig.from_settings(config.evaluation, str(ckpt), base="demo"),
-        baseline_file=BASELINES / "demo.json",
+        baseline_file=bdir / "demo.json",
         out_dir=tmp_path / "from-files",
     )
     from_files = execute(plan).report
