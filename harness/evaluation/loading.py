@@ -26,6 +26,7 @@ from dpo_harness.schema import CheckpointKind, ModelInfo
 
 __all__ = [
     "DEMO_ALIASES",
+    "DEMO_HUB_ID",
     "CheckpointSpec",
     "LoadedModel",
     "ResolvedModel",
@@ -34,6 +35,7 @@ __all__ = [
     "check_safetensors",
     "checkpoint_fingerprint",
     "demo_model_dir",
+    "hub_id_of",
     "load_checkpoint",
     "load_model",
     "resolve_checkpoint",
@@ -41,18 +43,46 @@ __all__ = [
     "resolve_dtype",
     "resolve_model",
     "tokenizer_identity",
+    "wrap_checkpoint_in_memory",
     "wrap_in_memory",
 ]
 
 DEMO_ALIASES = ("demo", "dpo-harness/demo")
+# The demo base model's hub-style id: what a model card and a promoted adapter_config.json
+# name it by (the loader resolves it to the embedded demo, offline).
+DEMO_HUB_ID = "dpo-harness/demo"
 _ADAPTER_SAFE = "adapter_model.safetensors"
 _ADAPTER_PICKLE = "adapter_model.bin"
 _LOCALISH = re.compile(r"^(\.{1,2}/|/|~)|[\\]|/.*/|/$")
+_HUB_CACHE = re.compile(r"(?:^|/)models--([^/]+?)--([^/]+)/snapshots/[^/]+/?$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def demo_model_dir() -> Path:
     """The embedded demo model that ships inside the package."""
     return Path(__file__).resolve().parents[1] / "demo" / "model"
+
+
+def hub_id_of(ref: str | None) -> str | None:
+    """The hub id a model reference stands for, or None when it is only a local directory.
+
+    ``demo`` (and the embedded demo's directory) → :data:`DEMO_HUB_ID`; a Hugging Face cache
+    snapshot ``…/models--ORG--NAME/snapshots/REV`` → ``ORG/NAME``; ``ORG/NAME`` that is not a
+    local path → itself.
+    """
+    if not ref:
+        return None
+    if ref in DEMO_ALIASES:
+        return DEMO_HUB_ID
+    path = Path(os.path.expanduser(ref))
+    if path.is_dir() and path.resolve() == demo_model_dir():
+        return DEMO_HUB_ID
+    cached = _HUB_CACHE.search(ref.replace("\\", "/"))
+    if cached:
+        return f"{cached.group(1)}/{cached.group(2)}"
+    if _HUB_ID.match(ref) and not path.exists():
+        return ref
+    return None
 
 
 @dataclass(frozen=True)
@@ -491,8 +521,27 @@ def load_model(
     net.eval()
     tokenizer = _load_tokenizer(spec.path, base_spec.path if base_spec else None, trust_remote_code)
     tokenizer.padding_side = "left"
+    info, base_info = _model_infos(resolved, tokenizer, net, dev, dt)
+    return LoadedModel(
+        spec=spec,
+        model=net,
+        tokenizer=tokenizer,
+        info=info,
+        device=dev,
+        dtype=dt,
+        base_info=base_info,
+    )
+
+
+def _model_infos(
+    resolved: ResolvedModel, tokenizer: Any, net: Any, dev: Any, dt: Any
+) -> tuple[ModelInfo, ModelInfo | None]:
+    """(the model's info, its base's info) as a report records them."""
+    spec = resolved.spec
+    base_spec = resolved.base.spec if resolved.base is not None else None
     template_hash, vocab_hash = _tokenizer_hashes(tokenizer)
     n_params = sum(p.numel() for p in net.parameters())
+    base_info: ModelInfo | None = None
     if base_spec is not None and resolved.base is not None:
         base_info = ModelInfo(
             ref=base_spec.ref,
@@ -519,15 +568,7 @@ def load_model(
         chat_template_hash=template_hash,
         tokenizer_hash=vocab_hash,
     )
-    return LoadedModel(
-        spec=spec,
-        model=net,
-        tokenizer=tokenizer,
-        info=info,
-        device=dev,
-        dtype=dt,
-        base_info=base_info,
-    )
+    return info, base_info
 
 
 def _from_pretrained(
@@ -692,3 +733,62 @@ def wrap_in_memory(
     )
     tokenizer.padding_side = "left"
     return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, info=info, device=dev, dtype=dt)
+
+
+def _saved_tensors_match(model: Any, spec: CheckpointSpec) -> bool:
+    """True when every tensor in the checkpoint's weight files equals the in-memory one."""
+    import torch
+    from safetensors import safe_open
+
+    if spec.pickle:
+        return False
+    if spec.is_adapter:
+        from peft import get_peft_model_state_dict
+
+        memory = get_peft_model_state_dict(model)
+    else:
+        memory = model.state_dict()
+    seen = 0
+    for path in spec.weight_files:
+        with safe_open(str(path), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+                held = memory.get(key)
+                saved = fh.get_tensor(key)
+                if held is None or held.shape != saved.shape or held.dtype != saved.dtype:
+                    return False
+                if not torch.equal(held.detach().to("cpu"), saved):
+                    return False
+                seen += 1
+    return seen > 0
+
+
+def wrap_checkpoint_in_memory(
+    model: Any, resolved: ResolvedModel, *, trust_remote_code: bool = False
+) -> LoadedModel | None:
+    """The in-memory ``model`` as the checkpoint ``resolved`` (e.g. inside a training loop).
+
+    Used only when every tensor in the checkpoint's weight files equals the model's own, so
+    the evaluation is of exactly the files' content and carries their fingerprint (promotion
+    re-checks that fingerprint on the copied files). None when they differ — sharded weights
+    (ZeRO-3, FSDP) or anything else: load the checkpoint from its files instead. The tokenizer
+    is read from the checkpoint's files, as a loaded checkpoint's would be.
+    """
+    net = getattr(model, "module", model)  # DistributedDataParallel holds the model as .module
+    spec = resolved.spec
+    if spec.is_adapter != hasattr(net, "peft_config") or not _saved_tensors_match(net, spec):
+        return None
+    first = next(net.parameters())
+    dev, dt = first.device, first.dtype
+    base_spec = resolved.base.spec if resolved.base is not None else None
+    tokenizer = _load_tokenizer(spec.path, base_spec.path if base_spec else None, trust_remote_code)
+    tokenizer.padding_side = "left"
+    info, base_info = _model_infos(resolved, tokenizer, net, dev, dt)
+    return LoadedModel(
+        spec=spec,
+        model=net,
+        tokenizer=tokenizer,
+        info=info,
+        device=dev,
+        dtype=dt,
+        base_info=base_info,
+    )

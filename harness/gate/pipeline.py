@@ -13,6 +13,8 @@ Three steps, each with one job:
    Under a launcher every process takes its share of the requests and reaches the same decision.
 3. :func:`publish` — the only writer: ``report.json``, ``decision.json``, ``gate.md``,
    ``report.html`` (:mod:`dpo_harness.reports.html`), and the promotion or the refusal record. Called on the main process only.
+   A gate published during training (live gating) is promoted later by
+   :func:`publish_promotion`, which writes the promotion and nothing of the gate again.
 
 ``run_gate`` and ``finish`` (the 0.1 API) remain, built from these steps.
 """
@@ -55,6 +57,7 @@ __all__ = [
     "locate_baseline",
     "prepare",
     "publish",
+    "publish_promotion",
     "run_gate",
 ]
 
@@ -292,12 +295,37 @@ def execute(
 # --------------------------------------------------------------------------- publish
 
 
+def _promote_or_record(
+    decision: GateDecision,
+    promote_to: Path,
+    candidate_dir: Path | None,
+    log: Callable[[str], None],
+    base_model_id: str | None,
+    model_name: str | None,
+) -> GateDecision:
+    from dpo_harness.gate.promotion import promote, record_refusal
+
+    if decision.decision != "promote":
+        record = record_refusal(promote_to, decision)
+        log(f"refused: {promote_to} left untouched; refusal recorded at {record}")
+        return decision
+    if candidate_dir is None:
+        raise BadInputError(
+            "cannot promote a candidate that is not a local directory", "download it first"
+        )
+    return promote(
+        candidate_dir, promote_to, decision, base_model_id=base_model_id, model_name=model_name
+    )
+
+
 def publish(
     run: GateRun,
     *,
     promote_to: Path | None = None,
     candidate_dir: Path | None = None,
     log: Callable[[str], None] = print,
+    base_model_id: str | None = None,
+    model_name: str | None = None,
 ) -> GateDecision:
     """Write the evaluation and the decision, and promote or record the refusal (main process only).
 
@@ -305,8 +333,9 @@ def publish(
     a read-only target) never costs it; the decision files follow as one all-or-none group.
     ``candidate_dir`` defaults to the resolved candidate's directory (the demo model's and a hub
     snapshot's too). A write that fails is exit 2 and says what was kept, and where.
+    ``base_model_id`` and ``model_name`` are for the promoted model's card (see
+    :func:`dpo_harness.gate.promotion.promote`).
     """
-    from dpo_harness.gate.promotion import promote, record_refusal
     from dpo_harness.reports.html import render_gate_html
 
     decision = run.decision
@@ -318,12 +347,14 @@ def publish(
     )
     if promote_to is not None:
         try:
-            if decision.decision == "promote":
-                source = candidate_dir or _candidate_dir(run)
-                decision = promote(source, promote_to, decision)
-            else:
-                record = record_refusal(promote_to, decision)
-                log(f"refused: {promote_to} left untouched; refusal recorded at {record}")
+            decision = _promote_or_record(
+                decision,
+                promote_to,
+                candidate_dir or (_candidate_dir(run) if decision.decision == "promote" else None),
+                log,
+                base_model_id,
+                model_name,
+            )
         except HarnessError as exc:
             raise BadInputError(
                 f"{exc.cause}; the evaluation is kept in {report_file}", exc.fix
@@ -357,6 +388,27 @@ def _candidate_dir(run: GateRun) -> Path:
             "cannot promote a candidate whose files are not at hand", "gate its directory"
         )
     return candidate.spec.path
+
+
+def publish_promotion(
+    run: GateRun,
+    *,
+    promote_to: Path,
+    candidate_dir: Path,
+    log: Callable[[str], None] = print,
+    base_model_id: str | None = None,
+    model_name: str | None = None,
+) -> GateDecision:
+    """Promote a candidate whose gate :func:`publish` already wrote (main process only).
+
+    The gate's files (report, decision, gate.md, report.html) stay as they were published:
+    each gate is published once; the promotion carries its own ``decision.json``.
+    """
+    decision = _promote_or_record(
+        run.decision, promote_to, candidate_dir, log, base_model_id, model_name
+    )
+    run.decision = decision
+    return decision
 
 
 # --------------------------------------------------------------------------- the 0.1 API

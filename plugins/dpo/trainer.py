@@ -24,12 +24,18 @@ from dpo_harness.files import atomic_write_text, exchange_paths, writing
 from dpo_harness.launcher import is_main_process, world_size
 from dpo_harness.plugins.dpo.curves import plot_curves
 from dpo_harness.plugins.dpo.guards import DPOGuard
+from dpo_harness.plugins.dpo.live import LiveGateCallback, trainer_logger
 from dpo_harness.plugins.dpo.preflight import PreflightReport, load_preference_rows, preflight
 from dpo_harness.plugins.dpo.run_config import DEMO_PREFERENCES, DPORunConfig
 from dpo_harness.schema import Finding
-from dpo_harness.training.plugin import CheckpointRecord, PreflightSummary, TrainingResult
+from dpo_harness.training.plugin import (
+    CheckpointGate,
+    CheckpointRecord,
+    PreflightSummary,
+    TrainingResult,
+)
 
-__all__ = ["build_dpo_config", "is_main_process", "load_data", "run_dpo"]
+__all__ = ["build_dpo_config", "dpo_config_kwargs", "is_main_process", "load_data", "run_dpo"]
 
 
 def _source(path: str) -> str:
@@ -133,8 +139,23 @@ def _load_model(config: DPORunConfig) -> tuple[Any, Any, Any]:
 
 def build_dpo_config(config: DPORunConfig, *, has_eval: bool, progress: bool) -> Any:
     """DPOConfig with every default that bit the seed run set explicitly."""
-    import torch
     from trl import DPOConfig
+
+    kwargs = dpo_config_kwargs(config, has_eval=has_eval, progress=progress)
+    kwargs.update(config.training.extra_args)  # names checked when read; none of ours
+    _check_trackers(config.training.report_to)
+    try:
+        return DPOConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(
+            f"TRL's DPOConfig refused the run's settings: {(str(exc).splitlines() or [''])[0]}",
+            "check training.extra_args and training.report_to in the run config",
+        ) from None
+
+
+def dpo_config_kwargs(config: DPORunConfig, *, has_eval: bool, progress: bool) -> dict[str, Any]:
+    """The DPOConfig arguments the run config sets (``training.extra_args`` adds the rest)."""
+    import torch
 
     t = config.training
     cuda = torch.cuda.is_available()
@@ -177,7 +198,7 @@ def build_dpo_config(config: DPORunConfig, *, has_eval: bool, progress: bool) ->
         gradient_checkpointing=t.activation_checkpointing,
         seed=t.seed,
         data_seed=t.seed,
-        report_to=[],
+        report_to=list(t.report_to),
         disable_tqdm=not progress,
         save_only_model=False,
         dataloader_num_workers=0,
@@ -188,7 +209,20 @@ def build_dpo_config(config: DPORunConfig, *, has_eval: bool, progress: bool) ->
         kwargs["num_train_epochs"] = t.num_train_epochs
     if distributed and not cuda:
         kwargs["ddp_backend"] = "gloo"
-    return DPOConfig(**kwargs)
+    return kwargs
+
+
+def _check_trackers(report_to: list[str]) -> None:
+    """A tracker that is named but not installed is a config error, before any training."""
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    available = set(get_available_reporting_integrations())
+    missing = [r for r in report_to if r not in ("all", "none") and r not in available]
+    if missing:
+        raise BadInputError(
+            f"training.report_to names {', '.join(missing)}, which is not installed",
+            f"pip install {' '.join(missing)} (or remove it from training.report_to)",
+        )
 
 
 def _peft_config(config: DPORunConfig, model: Any) -> Any:
@@ -355,8 +389,13 @@ def run_dpo(
     progress: bool = True,
     log: Callable[[str], None] = print,
     callbacks: Sequence[Any] = (),
+    live_gate: CheckpointGate | None = None,
 ) -> TrainingResult:
-    """Train; a numerical failure is reported as ``stopped`` with a reason, never hidden."""
+    """Train; a numerical failure is reported as ``stopped`` with a reason, never hidden.
+
+    With ``live_gate`` every checkpoint is gated when it is saved (:mod:`.live`); the gate may
+    end training early (``stopped_by_gate``), which is not a failure of training.
+    """
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import datasets
     from datasets import Dataset
@@ -385,6 +424,7 @@ def run_dpo(
         beta=config.training.beta,
         events_path=events_path if is_main_process() else None,
     )
+    live = LiveGateCallback(live_gate, guard) if live_gate is not None else None
     trainer = _guarded_saves(DPOTrainer)(
         model=model,
         args=args,
@@ -392,8 +432,10 @@ def run_dpo(
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=_peft_config(config, model),
-        callbacks=[guard, *callbacks],
+        callbacks=[guard, *([live] if live is not None else []), *callbacks],
     )
+    if live is not None:
+        live.log_metrics = trainer_logger(trainer)
     if progress:
         _quiet_progress(trainer)
     else:
@@ -446,11 +488,14 @@ def run_dpo(
             final = _save_final(trainer, out_dir)
             checkpoints.append(CheckpointRecord(path=final, step=steps, final=True))
     done = max(steps - guard.start_step, 1)
+    # Steps only: the live gates paused training for their own time (said separately).
+    train_seconds -= sum(v.seconds for v in live.verdicts) if live is not None else 0.0
     return TrainingResult(
         output_dir=out_dir,
         checkpoints=checkpoints,
         stopped=guard.stopped,
         stop_reason=guard.stop_reason,
+        stopped_by_gate=guard.stopped_by_gate,
         events=list(guard.events),
         findings=findings,
         steps_completed=steps,
