@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from dpo_harness.evaluation import measure
 from dpo_harness.evaluation.loading import LoadedModel, chat_template_error
 from dpo_harness.evaluation.responses import Responses
+from dpo_harness.evaluation.spill import TensorSpill
 from dpo_harness.evaluation.weight_scan import merge_findings, scan_safetensors, scan_tensor
 from dpo_harness.launcher import Distributed
 from dpo_harness.schema import (
@@ -254,13 +255,17 @@ class ModelRunner:
         for kind, handler in candidate_phase:
             if by_kind.get(kind):
                 handler(by_kind[kind], out)
-        cand_logits = self._candidate_probe_logits(probes) if probes else []
-        if by_kind.get("loglikelihood"):
-            self._run_loglikelihood(by_kind["loglikelihood"], out, "reference")
-        if by_kind.get("rolling"):
-            self._run_rolling(by_kind["rolling"], out, "reference")
-        if probes:
-            self._finish_probes(probes, cand_logits, out)
+        parked = self._candidate_probes(probes, out) if probes else None
+        try:
+            if by_kind.get("loglikelihood"):
+                self._run_loglikelihood(by_kind["loglikelihood"], out, "reference")
+            if by_kind.get("rolling"):
+                self._run_rolling(by_kind["rolling"], out, "reference")
+            if probes:
+                self._finish_probes(probes, parked, out)
+        finally:
+            if parked is not None:
+                parked.close()  # the parked logits never outlive the run, whatever happens
         return out
 
     def _run_distributed(self, by_kind: dict[str, list[Any]], dist: Distributed) -> Responses:
@@ -644,9 +649,14 @@ class ModelRunner:
 
     # ------------------------------------------------------------------ probes
 
-    def _probe_logits(self, role: ModelRole, items: list[tuple[list[int], list[int]]]) -> list[Any]:
-        """Teacher-forced logits over each continuation (one (len(cont), V) tensor per item)."""
-        out: list[Any] = [None] * len(items)
+    def _probe_logits(
+        self,
+        role: ModelRole,
+        items: list[tuple[list[int], list[int]]],
+        sink: Callable[[int, Any], None],
+    ) -> None:
+        """Teacher-forced logits over each continuation, handed to ``sink(index, logits)`` one
+        ``(len(cont), V)`` tensor at a time (never a list of them: see :mod:`.spill`)."""
         with self._model(role) as (model, tok):
             pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
             order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
@@ -667,14 +677,14 @@ class ModelRunner:
                         ).last_hidden_state
                         for row, i in enumerate(batch):
                             n = len(items[i][1])
-                            out[i] = lm_head(hidden[row, hidden.shape[1] - n :]).float().cpu()
+                            sink(i, lm_head(hidden[row, hidden.shape[1] - n :]).float().cpu())
                     continue
                 logits = self._forward_tail(model, rows, keep, pad_id)
                 for row, i in enumerate(batch):
                     n = len(items[i][1])
-                    # clone: a view would keep the whole batch of logits alive (B x keep x V)
-                    out[i] = logits[row, keep - n :, :].to("cpu", copy=True)
-        return out
+                    # copy: a view would keep the whole batch of logits alive (B x keep x V)
+                    sink(i, logits[row, keep - n :, :].to("cpu", copy=True))
+                del logits
 
     def _probe_items(self, reqs: list[ProbeRequest]) -> list[tuple[list[int], list[int]]]:
         tok = self.loaded.tokenizer
@@ -683,20 +693,46 @@ class ModelRunner:
             for r in reqs
         ]
 
-    def _candidate_probe_logits(self, reqs: list[ProbeRequest]) -> list[Any]:
-        """The candidate's probe logits, kept on the CPU until the reference's are computed."""
-        return self._probe_logits("candidate", self._probe_items(reqs))
-
-    def _finish_probes(self, reqs: list[ProbeRequest], cand: list[Any], out: Responses) -> None:
+    def _candidate_probes(self, reqs: list[ProbeRequest], out: Responses) -> TensorSpill | None:
+        """The candidate's probes: answered now when no reference will be compared, else their
+        logits parked on disk until the reference's are computed (returned; see :mod:`.spill`)."""
         tok = self.loaded.tokenizer
-        ref: list[Any] = [None] * len(reqs)
-        if self.has_reference and any(r.with_reference for r in reqs):
+        if not (self.has_reference and any(r.with_reference for r in reqs)):
+            self._probe_logits(
+                "candidate",
+                self._probe_items(reqs),
+                lambda k, logits: out.set(reqs[k], measure.probe_response(logits, None, tok)),
+            )
+            return None
+        spill = TensorSpill()
+        try:
+            self._probe_logits("candidate", self._probe_items(reqs), spill.put)
+        except BaseException:
+            spill.close()
+            raise
+        return spill
+
+    def _finish_probes(
+        self, reqs: list[ProbeRequest], cand: TensorSpill | None, out: Responses
+    ) -> None:
+        """Each parked probe against the reference's logits, one at a time."""
+        if cand is None:
+            return  # answered in the candidate's phase
+        tok = self.loaded.tokenizer
+        with cand:
             with self._model("reference") as (_model, ref_tok):
                 same_vocab = ref_tok is tok or ref_tok.get_vocab() == tok.get_vocab()
-            if same_vocab:
-                ref = self._probe_logits("reference", self._probe_items(reqs))
-        for k, r in enumerate(reqs):
-            out.set(r, measure.probe_response(cand[k], ref[k] if r.with_reference else None, tok))
+            paired = [k for k, r in enumerate(reqs) if r.with_reference] if same_vocab else []
+            if paired:
+                items = self._probe_items(reqs)
+
+                def compare(j: int, ref_logits: Any) -> None:
+                    k = paired[j]
+                    out.set(reqs[k], measure.probe_response(cand.get(k), ref_logits, tok))
+
+                self._probe_logits("reference", [items[k] for k in paired], compare)
+            for k in sorted(set(range(len(reqs))) - set(paired)):
+                out.set(reqs[k], measure.probe_response(cand.get(k), None, tok))
 
     # ------------------------------------------------------------------ weights and logs
 
