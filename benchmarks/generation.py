@@ -4,8 +4,8 @@
 Qwen2 (151,936-row LM head), ``max_new_tokens`` from ``GenerationSettings`` (128; a random model
 never emits EOS, so every arm generates the full length). Arms, interleaved, medians:
 
-- ``runner batch 16`` — ``ModelRunner._generate_texts(texts, 16)`` (left padding, explicit
-  greedy ``GenerationConfig``, DynamicCache);
+- ``runner batch 16`` — ``HFBackend._generate_texts(texts, 16, n)``, the runner's in-process
+  backend (left padding, explicit greedy ``GenerationConfig``, DynamicCache);
 - ``runner one-by-one`` — the same at batch 1 (what the parity check re-does);
 - ``generate() defaults`` — ``model.generate(**tokenizer(texts, padding=True), max_new_tokens=…)``
   with the model's own generation config, batch 16;

@@ -7,6 +7,8 @@ the path of a crash log with the traceback, exit 3 (``--debug`` prints traceback
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_FAILED",
@@ -16,6 +18,7 @@ __all__ = [
     "BaselineNotFoundError",
     "HarnessError",
     "IncompatibleBaselineError",
+    "one_line",
 ]
 
 EXIT_OK = 0
@@ -35,10 +38,23 @@ class HarnessError(Exception):
         self.fix = fix
 
     def render(self) -> str:
-        lines = [f"error: {self.cause}"]
+        """``error: <cause>`` and ``  fix: <fix>``, one line each whatever they quote.
+
+        A cause often quotes what the user gave (a path, a field value); a newline or another
+        control character in it would break the one-line promise, so it is shown escaped.
+        """
+        lines = [f"error: {one_line(self.cause)}"]
         if self.fix:
-            lines.append(f"  fix: {self.fix}")
+            lines.append(f"  fix: {one_line(self.fix)}")
         return "\n".join(lines)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break and control character escaped (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class BadInputError(HarnessError):

@@ -8,8 +8,9 @@ it off entirely)::
     pytest --dpo-endpoint URL --dpo-model NAME --dpo-base MODEL   # a served model as the candidate
 
 Every evaluation setting of the CLI is here with ``dpo-`` in front (``--dpo-batch-size``,
-``--dpo-suite-data``, ``--dpo-max-new-tokens`` …, from :mod:`dpo_harness.settings`), and so are
-the gate policy's (``--dpo-inconclusive``, ``--dpo-margin``, ``--dpo-seed``).
+``--dpo-suite-data``, ``--dpo-suite-file``, ``--dpo-max-new-tokens`` …, from
+:mod:`dpo_harness.settings`), and so are the gate policy's (``--dpo-inconclusive``,
+``--dpo-margin``, ``--dpo-seed``).
 
 With the checkpoint given, a :class:`DpoGate` object is registered as a plugin; it keeps its
 state in ``config.stash``. It runs the gate pipeline's *prepare* step at session start — a
@@ -116,7 +117,9 @@ def _usage_error(exc: Exception) -> pytest.UsageError:
         "--baseline ",
         "--base ",
         "--suite-data",
+        "--suite-file",
         "--suites",
+        "--out ",
         "--endpoint",
         "--model ",
         "--no-endpoint-cache",
@@ -201,14 +204,22 @@ class DpoGate:
         return self._run
 
     def _evaluate(self, progress: bool = False) -> GateRun:
+        """Load, evaluate, decide and publish; what only loading can find (weights that do not
+        fit the config, a full disk under --dpo-out) is a usage error too, never INTERNALERROR."""
+        from dpo_harness.errors import HarnessError
         from dpo_harness.gate.pipeline import execute, publish
 
         plan = self.prepare()
-        in_process = plan.report_file is None and plan.served is None
-        loaded = self.loaded if in_process else None
-        command = "pytest --dpo-endpoint" if plan.served is not None else "pytest --dpo-checkpoint"
-        run = execute(plan, loaded=loaded, progress=progress, command=command)
-        publish(run, log=lambda _msg: None)
+        try:
+            in_process = plan.report_file is None and plan.served is None
+            loaded = self.loaded if in_process else None
+            command = (
+                "pytest --dpo-endpoint" if plan.served is not None else "pytest --dpo-checkpoint"
+            )
+            run = execute(plan, loaded=loaded, progress=progress, command=command)
+            publish(run, log=lambda _msg: None)
+        except HarnessError as exc:
+            raise _usage_error(exc) from exc
         return run
 
     def _read_published(self) -> GateRun:
@@ -262,19 +273,23 @@ class DpoGate:
 
     def metric_names(self) -> list[tuple[str, str]]:
         """(suite, metric) for every declared metric of the gated suites — no model needed."""
-        from dpo_harness.evaluation.suite import create_suite
-
         if self.is_worker:
+            from dpo_harness.errors import HarnessError
+            from dpo_harness.evaluation.evaluate import make_suites
+
             assert self.worker_input is not None
+            # The controller chose the suites (perhaps the baseline's); the worker has the same
+            # options (data files, suite files) to build them from.
             names = list(self.worker_input["dpo_harness_suites"])
-            data = {k: Path(v) for k, v in self.worker_input["dpo_harness_suite_data"].items()}
+            try:
+                suites = make_suites(
+                    self._config_for_loading().model_copy(update={"suites": names})
+                )
+            except HarnessError as exc:
+                raise _usage_error(exc) from None
         else:
-            plan = self.prepare()
-            names = [s.name for s in plan.suites]
-            data = dict(plan.config.suite_data)
-        return [
-            (n, spec.name) for n in names for spec in create_suite(n, data.get(n)).metric_specs()
-        ]
+            suites = self.prepare().suites
+        return [(s.name, spec.name) for s in suites for spec in s.metric_specs()]
 
     # ------------------------------------------------------------------ hooks
 
@@ -291,9 +306,6 @@ class DpoGate:
         plan = self.prepare()
         node.workerinput[_WORKER_KEY] = str(run.out_dir)
         node.workerinput["dpo_harness_suites"] = [s.name for s in plan.suites]
-        node.workerinput["dpo_harness_suite_data"] = {
-            k: str(v) for k, v in plan.config.suite_data.items()
-        }
 
     @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so they apply to our items too
     def pytest_collection_modifyitems(

@@ -26,6 +26,7 @@ __all__ = [
     "eval_overrides",
     "parse_margins",
     "parse_suite_data",
+    "parse_suite_files",
     "parse_suites",
     "policy_overrides",
 ]
@@ -48,6 +49,11 @@ def parse_suite_data(values: tuple[str, ...]) -> dict[str, Path]:
             )
         out[name.strip()] = Path(path)
     return out
+
+
+def parse_suite_files(values: tuple[str, ...]) -> list[Path]:
+    """Suite files in the order given (a file given twice is read once)."""
+    return [Path(v) for v in dict.fromkeys(values)]
 
 
 def parse_margins(values: tuple[str, ...]) -> dict[str, float]:
@@ -105,6 +111,14 @@ EVAL_OPTIONS: tuple[OptionSpec, ...] = (
         kind="multiple",
         metavar="NAME=PATH",
         parse=parse_suite_data,
+    ),
+    OptionSpec(
+        "--suite-file",
+        "suite_files",
+        "Evaluate the suites declared in this YAML file (a suites file or an lm-eval task; repeatable).",
+        kind="multiple",
+        metavar="FILE",
+        parse=parse_suite_files,
     ),
     OptionSpec(
         "--base",

@@ -16,14 +16,15 @@ from dpo_harness.cli.common import (
     eval_options,
     run_guarded,
 )
-from dpo_harness.errors import EXIT_OK, BadInputError
+from dpo_harness.errors import EXIT_OK, BadInputError, HarnessError
 from dpo_harness.evaluation.report import format_value
-from dpo_harness.files import atomic_write_text
+from dpo_harness.files import atomic_write_text, write_outputs
 from dpo_harness.gate.baseline import (
     Baseline,
     SavedBaseline,
     baselines_dir,
     check_writable,
+    key_of,
     load_baseline,
     replace_baseline,
     slug_for,
@@ -102,7 +103,7 @@ def create(
                 f"a baseline already exists: {target}",
                 f"use `dpo-harness baseline update {config.checkpoint}` to replace it with a report",
             )
-        check_writable(directory)
+        check_writable(directory, slug=target.stem)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline
@@ -138,11 +139,20 @@ def update(
                 f"no baseline to update at {target}",
                 f"create it with: dpo-harness baseline create {config.checkpoint}",
             )
-        load_baseline(target)  # a corrupt baseline is reported before the evaluation
-        check_writable(directory)
+        current = load_baseline(target)  # a corrupt baseline is reported before the evaluation
+        check_writable(directory, slug=target.stem)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline and its report
+        if reason is None and _unchanged(current, report):
+            # A tracked baseline is not rewritten (new timestamp, new checksum) for nothing.
+            n = sum(len(s.metrics) for s in report.suites)
+            click.echo(
+                f"nothing changed: 0 of {n} metrics moved, every per-item score and the "
+                f"compatibility key are identical; {target} left as it is "
+                "(pass --reason to record this reproducibility check anyway)"
+            )
+            return EXIT_OK
         # The baseline actually replaced is read under the write lock: with two concurrent
         # updates, the second one's report compares against the first one's result.
         saved, stored = _write(
@@ -168,12 +178,23 @@ def update(
             new_label=f"{path} ({stored.created_at}, {stored.checksum[:19]}…)",
         )
         report_path = directory / "reports" / f"{slug_for(stored.base_model)}-{stamp}.md"
-        atomic_write_text(report_path, md)
         from dpo_harness.reports.html import render_baseline_update_html
 
-        atomic_write_text(
-            report_path.with_suffix(".html"), render_baseline_update_html(old, stored, rows)
-        )
+        try:
+            write_outputs(
+                report_path.parent,
+                {
+                    report_path.name: md,
+                    report_path.with_suffix(".html").name: render_baseline_update_html(
+                        old, stored, rows
+                    ),
+                },
+                what="the baseline update report",
+            )
+        except HarnessError as exc:
+            raise BadInputError(
+                f"{exc.cause} (the baseline itself was written to {path})", exc.fix
+            ) from exc
         click.echo(md)
         click.echo(
             f"baseline written to {path}; previous kept at {previous}; report at {report_path} "
@@ -182,6 +203,15 @@ def update(
         return EXIT_OK
 
     sys.exit(run_guarded(body))
+
+
+def _unchanged(old: Baseline, report: EvalReport) -> bool:
+    """The same base, the same compatibility key and no metric or item moved."""
+    return (
+        old.base_fingerprint == report.provenance.model.fingerprint
+        and old.key == key_of(report)
+        and not any(row.flag for row in compare_reports(old.report, report))
+    )
 
 
 def _summary(b: Baseline) -> str:
@@ -193,7 +223,9 @@ def _summary(b: Baseline) -> str:
             )
     head = (
         f"base model: {b.base_model}\nfingerprint: {b.base_fingerprint}\ncreated: {b.created_at}  ({b.reason})\n"
-        f"checksum: {b.checksum}\ngeneration: {b.key.generation.model_dump()}\n"
+        f"checksum: {b.checksum}\ngeneration: "
+        + ", ".join(f"{k}={v}" for k, v in b.key.generation.model_dump().items())
+        + "\n"
     )
     return head + tabulate(rows, headers=["suite", "metric", "value", "items"])
 
@@ -202,13 +234,21 @@ def _summary(b: Baseline) -> str:
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @baselines_dir_option
 def show(file: Path | None, baselines_dir_opt: Path | None = None) -> None:
-    """Show one baseline, or list all of them."""
+    """Show one baseline (a file, or a model name as `baseline update` takes), or list all.
+
+    \b
+    Example: dpo-harness baseline show demo
+    """
 
     def body() -> int:
-        if file is not None:
-            click.echo(_summary(load_baseline(file)))
-            return EXIT_OK
         directory = baselines_dir(baselines_dir_opt)
+        if file is not None:
+            # A model name (as `baseline update demo` takes) means its file in the directory.
+            named = directory / f"{slug_for(str(file))}.json"
+            click.echo(
+                _summary(load_baseline(named if not file.exists() and named.is_file() else file))
+            )
+            return EXIT_OK
         files = sorted(directory.glob("*.json")) if directory.is_dir() else []
         if not files:
             raise BadInputError(

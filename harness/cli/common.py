@@ -45,6 +45,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Raised inside transformers/peft on every PEFT model construction; nothing a user can act on.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    # torch's weights-only unpickler on any --allow-pickle file written with protocol > 2.
+    warnings.filterwarnings("ignore", message="Detected pickle protocol")
     try:
         from transformers.utils import logging as hf_logging
 
@@ -74,9 +76,9 @@ def crash_log(exc: BaseException) -> Path | None:
     import traceback
 
     from dpo_harness import __version__
-    from dpo_harness.evaluation.fingerprint import cache_dir
+    from dpo_harness.files import cache_dir
 
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")  # two crashes in one second: two logs
     path = cache_dir() / "crashes" / f"{stamp}-{os.getpid()}.log"
     text = (
         f"dpo-harness {__version__}, Python {platform.python_version()}, {platform.platform()}\n"

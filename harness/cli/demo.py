@@ -70,7 +70,9 @@ def demo_variant(kind: str, out: Path, steps: int) -> None:
 
     def body() -> int:
         from dpo_harness.demo.variants import make_variant
+        from dpo_harness.files import check_output_dir
 
+        check_output_dir(out)
         if out.exists() and any(out.iterdir()):
             raise BadInputError(f"{out} exists and is not empty", "choose a new --out directory")
         make_variant(kind, out, steps=steps)

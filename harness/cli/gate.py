@@ -113,13 +113,7 @@ def gate_command(
                 # Same responses, same seeded statistics: the main process's decision, which it
                 # alone publishes and prints.
                 return EXIT_OK if run.decision.decision == "promote" else EXIT_FAILED
-            local = Path(candidate) if candidate is not None else None
-            decision = publish(
-                run,
-                promote_to=promote_to,
-                candidate_dir=local if local is not None and local.is_dir() else None,
-                log=echo_err,
-            )
+            decision = publish(run, promote_to=promote_to, log=echo_err)
         _print(decision, config.candidate_name, plan.out_dir)
         return EXIT_OK if decision.decision == "promote" else EXIT_FAILED
 

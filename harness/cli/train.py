@@ -45,8 +45,10 @@ def _load_config(
             if Path(config_file).is_file()
             else None
         )
-    except yaml.YAMLError:
-        raw = None  # load_config_file reports the syntax error with its line
+    except (yaml.YAMLError, ValueError, OSError, RecursionError):
+        # Only the plugin name is wanted here; load_config_file reports what is wrong with the
+        # file (its syntax with the line, a byte that is not UTF-8, nesting too deep).
+        raw = None
     name = raw.get("plugin", "dpo") if isinstance(raw, dict) else "dpo"
     plugin = get_plugin(str(name))
     overrides = {"output_dir": str(out)} if out is not None else None
@@ -55,7 +57,10 @@ def _load_config(
 
 
 def _check_output_dir(config: RunConfigBase, resume: bool) -> None:
+    from dpo_harness.files import check_output_dir
+
     out = Path(config.output_dir)
+    check_output_dir(out, option="output_dir (--out)")
     if not resume and out.is_dir() and any(out.glob("checkpoint-*")):
         raise BadInputError(
             f"output_dir {out} already holds checkpoints from an earlier run",

@@ -13,7 +13,7 @@ import datetime as _dt
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,13 @@ from dpo_harness.errors import BadInputError
 from dpo_harness.evaluation import measure
 from dpo_harness.evaluation.loading import LoadedModel, ResolvedModel, load_model, resolve_model
 from dpo_harness.evaluation.runner import ModelRunner
-from dpo_harness.evaluation.suite import Suite, SuiteContext, create_suite
+from dpo_harness.evaluation.suite import (
+    USER_SUITES_DOC,
+    Suite,
+    SuiteContext,
+    available_suites,
+    create_suite,
+)
 from dpo_harness.launcher import Distributed, apply_threads
 from dpo_harness.schema import (
     EvalConfig,
@@ -31,7 +37,6 @@ from dpo_harness.schema import (
     ModelInfo,
     Provenance,
     ReferenceSource,
-    SuiteIdentity,
     SuiteResult,
 )
 
@@ -73,15 +78,64 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def make_suites(config: EvalSettings) -> list[Suite]:
-    """The configured suites (with their data files), before any model is loaded."""
-    unknown_data = set(config.suite_data) - set(config.suites)
-    if unknown_data:
+def make_suites(
+    config: EvalSettings, *, declared_elsewhere: Mapping[str, str] | None = None
+) -> list[Suite]:
+    """The configured suites (with their data), before any model is loaded.
+
+    Suites declared in ``config.suite_files`` join the default selection when no suite list is
+    given; a name that is neither registered nor declared, and ``--suite-data`` for a suite
+    that is not selected, not a suite at all, or a user suite, are refused with the fix.
+    ``declared_elsewhere``: user suites a baseline knows, by the file they were declared in
+    (named in the fix when that file is not given).
+    """
+    from dpo_harness.suites.user.loader import load_suite_files
+
+    declared = load_suite_files(config.suite_files)
+    names = list(config.suites)
+    if "suites" not in config.model_fields_set:
+        names += [n for n in declared if n not in names]
+    registered = available_suites()
+    for name in sorted(set(config.suite_data) - set(names)):
+        if name in registered or name in declared:
+            raise BadInputError(
+                f"--suite-data names suite {name!r}, which is not selected "
+                f"(--suites {','.join(names)})",
+                f"add {name} to --suites, or drop --suite-data {name}=…",
+            )
         raise BadInputError(
-            f"--suite-data names suite(s) not selected: {', '.join(sorted(unknown_data))}",
-            "select the suite with --suites, or fix the name",
+            f"--suite-data names {name!r}, which is not a suite: --suite-data gives a built-in "
+            f"suite ({', '.join(sorted(registered))}) another data file of that suite's format",
+            f"to evaluate a data set of your own, declare a suite named {name!r} in a suites "
+            f"YAML file and pass --suite-file FILE ({USER_SUITES_DOC})",
         )
-    return [create_suite(name, config.suite_data.get(name)) for name in config.suites]
+    suites: list[Suite] = []
+    for name in names:
+        user = declared.get(name)
+        if user is None:
+            origin = (declared_elsewhere or {}).get(name)
+            if name not in registered and origin is not None:
+                raise BadInputError(
+                    f"suite {name!r} is a user suite (the baseline's was declared in {origin}), "
+                    "and no suite file given declares it",
+                    f"pass its suites file: --suite-file {origin}",
+                )
+            if name not in registered and config.suite_files:
+                raise BadInputError(
+                    f"unknown suite {name!r}: not built in, installed or declared in "
+                    f"{', '.join(map(str, config.suite_files))}",
+                    f"choose from: {', '.join([*sorted(registered), *declared])}",
+                )
+            suites.append(create_suite(name, config.suite_data.get(name)))
+        elif name in config.suite_data:
+            raise BadInputError(
+                f"--suite-data names user suite {name!r}, whose data is declared in "
+                f"{user.declared_in}",
+                f"change the suite's data in {user.declared_in} (and its version)",
+            )
+        else:
+            suites.append(user)
+    return suites
 
 
 def load_from_config(
@@ -393,7 +447,7 @@ def _provenance(
         model=model,
         reference=reference,
         reference_source=reference_source,
-        suites={s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites},
+        suites={s.name: s.identity() for s in suites},
         generation=config.generation,
         measurement_version=measure.MEASUREMENT_VERSION,
         libraries=library_versions(),

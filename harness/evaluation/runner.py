@@ -36,6 +36,7 @@ from dpo_harness.schema import (
     ParityRequest,
     ParityResponse,
     ProbeRequest,
+    ProbeResponse,
     Prompt,
     Request,
     RollingLoglikelihoodRequest,
@@ -95,7 +96,8 @@ class ModelRunner:
         else:
             backend.stats, backend.progress = self.stats, self.progress
         self.backend: ModelBackend = backend
-        self._gen_cache: dict[str, GenerateResponse] = {}  # prompt key -> batched output
+        # (prompt key, max new tokens) -> batched output
+        self._gen_cache: dict[tuple[str, int], GenerateResponse] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -178,16 +180,21 @@ class ModelRunner:
         for kind, handler in candidate_phase:
             if by_kind.get(kind):
                 handler(by_kind[kind], out)
-        cand_logits = self.backend.probe_logits(probes) if probes else []
-        if by_kind.get("loglikelihood"):
-            self._run_loglikelihood(by_kind["loglikelihood"], out, "reference")
-        if by_kind.get("rolling"):
-            self._run_rolling(by_kind["rolling"], out, "reference")
-        if probes:
-            for r, resp in zip(
-                probes, self.backend.finish_probes(probes, cand_logits), strict=True
-            ):
-                out.set(r, resp)
+
+        def answer(k: int, resp: ProbeResponse) -> None:
+            out.set(probes[k], resp)
+
+        parked = self.backend.candidate_probes(probes, answer) if probes else None
+        try:
+            if by_kind.get("loglikelihood"):
+                self._run_loglikelihood(by_kind["loglikelihood"], out, "reference")
+            if by_kind.get("rolling"):
+                self._run_rolling(by_kind["rolling"], out, "reference")
+            if probes:
+                self.backend.finish_probes(probes, parked, answer)
+        finally:
+            if parked is not None:
+                parked.close()  # the parked logits never outlive the run, whatever happens
         return out
 
     def _run_distributed(self, by_kind: dict[str, list[Any]], dist: Distributed) -> Responses:
@@ -209,7 +216,7 @@ class ModelRunner:
         # for the same prompt must not generate it again.
         for req, resp in out.items():
             if isinstance(req, GenerateRequest) and isinstance(resp, GenerateResponse):
-                self._gen_cache.setdefault(self.backend.prompt_key(req.prompt), resp)
+                self._gen_cache.setdefault(self._gen_key(req), resp)
         if "parity" in by_kind:
             out.update(sharded({"parity": by_kind["parity"]}))
         # Counters become totals over all ranks, identical everywhere.
@@ -227,40 +234,53 @@ class ModelRunner:
 
     # ------------------------------------------------------------------ generation
 
-    def _ensure_generated(self, prompts: Sequence[Prompt], desc: str = "generate") -> None:
-        todo: dict[str, Prompt] = {}
+    def _length(self, req: GenerateRequest) -> int:
+        return req.max_new_tokens or self.generation.max_new_tokens
+
+    def _gen_key(self, req: GenerateRequest) -> tuple[str, int]:
+        return self.backend.prompt_key(req.prompt), self._length(req)
+
+    def _ensure_generated(
+        self, prompts: Sequence[Prompt | str], max_new_tokens: int, desc: str = "generate"
+    ) -> None:
+        todo: dict[str, Prompt | str] = {}
         for p in prompts:
             key = self.backend.prompt_key(p)
-            if key not in self._gen_cache:
+            if (key, max_new_tokens) not in self._gen_cache:
                 todo.setdefault(key, p)
         if not todo:
             return
         answers = self.backend.generate(
             list(todo.values()),
             batch_size=self.batch_size,
-            max_new_tokens=self.generation.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             desc=desc,
         )
         for key, resp in zip(todo, answers, strict=True):
-            self._gen_cache[key] = resp
+            self._gen_cache[(key, max_new_tokens)] = resp
             self.stats.generations[key] += 1
 
     def _run_generate(self, reqs: list[GenerateRequest], out: Responses) -> None:
-        self._ensure_generated([r.prompt for r in reqs])
+        by_length: dict[int, list[GenerateRequest]] = {}
         for r in reqs:
-            out.set(r, self._gen_cache[self.backend.prompt_key(r.prompt)])
+            by_length.setdefault(self._length(r), []).append(r)
+        for length, group in by_length.items():
+            self._ensure_generated([r.prompt for r in group], length)
+            for r in group:
+                out.set(r, self._gen_cache[self._gen_key(r)])
 
     def _run_parity(self, reqs: list[ParityRequest], out: Responses) -> None:
+        length = self.generation.max_new_tokens
         for r in reqs:
-            self._ensure_generated(list(r.prompts))
+            self._ensure_generated(list(r.prompts), length)
             keys = [self.backend.prompt_key(p) for p in r.prompts]
-            batched = [self._gen_cache[k] for k in keys]
+            batched = [self._gen_cache[(k, length)] for k in keys]
             # Parity re-generation is a check of the runner, not a second evaluation of a
             # prompt: it is not counted in stats.generations.
             single = self.backend.generate(
                 list(r.prompts),
                 batch_size=1,
-                max_new_tokens=self.generation.max_new_tokens,
+                max_new_tokens=length,
                 desc="parity (one by one)",
             )
             mismatched = [

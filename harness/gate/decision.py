@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "Example",
+    "FileRewrite",
     "GateDecision",
     "GatePolicy",
     "MetricVerdict",
@@ -115,6 +116,24 @@ class MetricVerdict(BaseModel):
         return f"{self.suite}::{self.metric}"
 
 
+class FileRewrite(BaseModel):
+    """One value a promotion changed in a copied file, after the copy passed the content check.
+
+    Only a JSON string value is rewritten, in place, so undoing it (putting ``gated_json`` back
+    for ``promoted_json``) gives back byte for byte the file the gate evaluated, whose sha256
+    is ``gated_sha256``; ``dpo-harness verify`` does exactly that (docs/safety.md).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    field: str
+    gated_json: str  # the value's JSON text as the gate saw it, e.g. "\"/home/me/base\""
+    promoted_json: str
+    gated_sha256: str
+    reason: str
+
+
 class GateDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -134,6 +153,8 @@ class GateDecision(BaseModel):
     notes: list[str] = Field(default_factory=list)
     # sha256 of every model file copied into the promotion (``dpo-harness verify`` re-checks them)
     files: dict[str, str] | None = None
+    # Values the promotion changed after the content check (e.g. a local base path)
+    rewrites: list[FileRewrite] = Field(default_factory=list)
 
     def verdict(self, name: str) -> MetricVerdict:
         for v in self.verdicts:

@@ -7,7 +7,7 @@ and ``logging_nan_inf_filter`` is always off (the Trainer's default hid the seed
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dpo_harness.training.plugin import RunConfigBase
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "DEMO_PREFERENCES",
     "DPO_LOSS_TYPES",
+    "SET_BY_HARNESS",
     "DPORunConfig",
     "DatasetSettings",
     "GuardSettings",
@@ -71,6 +72,42 @@ DPO_LOSS_TYPES = (
 )
 
 
+def _dpo_config_fields() -> set[str]:
+    """Every argument TRL's installed ``DPOConfig`` takes."""
+    import dataclasses
+
+    from trl import DPOConfig
+
+    return {f.name for f in dataclasses.fields(DPOConfig) if f.init}
+
+
+# DPOConfig arguments the run config sets itself (build_dpo_config); extra_args may not name them.
+# A test checks that build_dpo_config sets nothing outside this list.
+SET_BY_HARNESS: dict[str, str] = {
+    "output_dir": "use output_dir",
+    "report_to": "use training.report_to",
+    "gradient_checkpointing": "use training.activation_checkpointing",
+    "bf16": "use training.precision",
+    "fp16": "use training.precision",
+    "use_cpu": "set from the machine (CUDA or not)",
+    # The Trainer's NaN filter turned the seed run's NaN losses into a logged 0.0.
+    "logging_nan_inf_filter": "always False: the Trainer's filter hid the seed run's NaN losses",
+    "save_strategy": "always steps: every checkpoint is gated (use training.save_steps)",
+    "eval_strategy": "steps when there is eval data (use training.eval_steps)",
+    "save_only_model": "always False: --resume needs the optimizer state",
+    "disable_tqdm": "use --quiet",
+    "data_seed": "use training.seed",
+    "ddp_backend": "set from the machine (gloo without CUDA)",
+    "dataloader_num_workers": "always 0",
+}
+
+
+def _integration_names() -> list[str]:
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    return sorted(INTEGRATION_TO_CALLBACK)
+
+
 def _scheduler_names() -> list[str]:
     from transformers.trainer_utils import SchedulerType
 
@@ -104,6 +141,50 @@ class TrainingSettings(_Strict):
     max_grad_norm: float = Field(default=1.0, ge=0)
     activation_checkpointing: bool = False
     seed: int = 0
+    # Trackers the Trainer reports to, as TrainingArguments.report_to: "tensorboard",
+    # "wandb", "mlflow", ... "all", "none". The live gate's metrics go to them too.
+    report_to: list[str] = Field(default_factory=list)
+    # Any other DPOConfig argument, e.g. {weight_decay: 0.01, logging_dir: ...}; names are
+    # checked against the installed TRL's DPOConfig when the config is read.
+    extra_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_trackers(cls, v: list[str]) -> list[str]:
+        known = _integration_names()
+        unknown = [x for x in v if x not in (*known, "all", "none")]
+        if unknown:
+            raise ValueError(
+                f"unknown tracker(s) {unknown}; transformers knows: {', '.join(known)}, all, none"
+            )
+        return [] if v == ["none"] else v
+
+    @field_validator("extra_args")
+    @classmethod
+    def _dpo_config_arguments(cls, v: dict[str, Any]) -> dict[str, Any]:
+        ours = set(cls.model_fields) - {"precision", "report_to", "extra_args"}
+        for name in v:
+            if name in ours:
+                raise ValueError(f"{name!r} is a setting of its own: use training.{name}")
+            if name in SET_BY_HARNESS:
+                raise ValueError(f"{name!r} cannot be passed through: {SET_BY_HARNESS[name]}")
+        unknown = sorted(set(v) - _dpo_config_fields())
+        if unknown:
+            from difflib import get_close_matches
+
+            hints = [
+                f"{u} (did you mean {m[0]}?)"
+                if (m := get_close_matches(u, _dpo_config_fields(), 1))
+                else u
+                for u in unknown
+            ]
+            raise ValueError(f"not an argument of TRL's DPOConfig: {', '.join(hints)}")
+        return v
 
     @field_validator("loss_type")
     @classmethod

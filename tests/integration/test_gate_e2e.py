@@ -236,6 +236,14 @@ def test_baseline_update_after_a_data_change_reports_exactly_what_moved(tmp_path
     assert diff.exit_code == 0 and moved_line in diff.output
     show = runner.invoke(cli, ["baseline", "show", "--baselines-dir", str(bdir)])
     assert show.exit_code == 0 and "demo.json" in show.output
+    # A second update with nothing changed leaves the (tracked) file byte for byte as it was.
+    before = (bdir / "demo.json").read_bytes()
+    again = runner.invoke(cli, ["baseline", "update", "demo", *args])
+    assert again.exit_code == 0 and "nothing changed" in again.output, again.output
+    assert (bdir / "demo.json").read_bytes() == before
+    assert len(list((bdir / "reports").glob("demo-*.md"))) == 1
+    named = runner.invoke(cli, ["baseline", "show", "demo", "--baselines-dir", str(bdir)])
+    assert named.exit_code == 0 and "max_new_tokens=" in named.output, named.output
 
 
 def test_gate_resolves_and_fingerprints_each_model_once(

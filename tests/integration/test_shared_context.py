@@ -78,3 +78,71 @@ def test_edge_cases_empty_and_one_token_choices_and_truncation(
         got, _ = scorer(model, pairs, batch_size=2, pad_id=0, max_len=max_len)
         assert got[1] == ([], [])
         assert _max_diff(got, expected) <= 1e-4
+
+
+def test_split_lm_head_equals_the_plain_path_for_scoring_and_probes(demo_loaded: Any) -> None:
+    """The head applied in chunks / per item gives what the full logits give (within fp32)."""
+    import torch
+
+    model, tok = demo_loaded.model, demo_loaded.tokenizer
+    pairs = _mc_pairs(demo_loaded, n_items=6)
+    split = ModelRunner(demo_loaded, batch_size=5)
+    assert split.in_process._split_head(model, 0) is not None, "the demo model's head splits"
+    plain = ModelRunner(demo_loaded, batch_size=5)
+    plain.in_process._head_ok[id(model)] = None  # force the full-logits path
+    assert (
+        _max_diff(
+            split.in_process._score_rows(model, tok, pairs, "x"),
+            plain.in_process._score_rows(model, tok, pairs, "x"),
+        )
+        <= 1e-5
+    )
+    items = pairs[:9]
+    got: list[Any] = [None] * len(items)
+    want: list[Any] = [None] * len(items)
+    split.in_process._probe_logits("candidate", items, got.__setitem__)
+    plain.in_process._probe_logits("candidate", items, want.__setitem__)
+    assert len(got) == len(want) == len(items)
+    for g, w, (_, cont) in zip(got, want, items, strict=True):
+        assert g.shape == w.shape == (len(cont), w.shape[-1])
+        assert torch.allclose(g, w, atol=1e-5, rtol=1e-5)
+        assert g.untyped_storage().nbytes() == g.numel() * g.element_size(), "no batch kept alive"
+        assert w.untyped_storage().nbytes() == w.numel() * w.element_size(), "no batch kept alive"
+
+
+def test_parked_probe_logits_give_the_same_statistics_and_are_removed(
+    demo_loaded: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probes against a reference: the candidate's logits go to disk and come back bit for bit."""
+    from dpo_harness.evaluation.spill import TensorSpill
+    from dpo_harness.schema import ProbeRequest
+    from dpo_harness.suites.numerical import NumericalSuite
+
+    monkeypatch.setenv("DPO_HARNESS_CACHE", str(tmp_path / "cache"))
+    ctx = SuiteContext(generation=GenerationSettings(max_new_tokens=8), has_reference=True)
+    probes = [r for r in NumericalSuite().plan(ctx) if isinstance(r, ProbeRequest)]
+    assert probes and any(r.with_reference for r in probes)
+    runner = ModelRunner(demo_loaded, reference=demo_loaded, batch_size=4)
+    got = runner.run(probes)
+    tok = demo_loaded.tokenizer
+    items = runner.in_process._probe_items(probes)
+    direct: list[Any] = [None] * len(items)
+    runner.in_process._probe_logits("candidate", items, direct.__setitem__)
+    for k, r in enumerate(probes):
+        ref = direct[k] if r.with_reference else None
+        assert got[r] == measure.probe_response(direct[k], ref, tok)
+        if r.with_reference:
+            assert got[r].kl_mean == 0.0  # the same model on both sides
+    assert not any((tmp_path / "cache" / "spill").iterdir()), "parked logits removed"
+    import errno
+
+    import torch
+
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with TensorSpill(tmp_path / "full") as spill:  # a full disk keeps the tensor in memory
+        spill.put(0, direct[0])
+        assert spill.on_disk == 0 and spill.get(0) is direct[0]
+    assert not any((tmp_path / "full").iterdir())

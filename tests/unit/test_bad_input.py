@@ -149,7 +149,83 @@ def test_an_unexpected_exception_is_exit_3_with_a_crash_log_not_a_traceback(
     assert "Traceback" not in result.output
     logs = list((tmp_path / "cache" / "crashes").glob("*.log"))
     assert len(logs) == 1 and "ZeroDivisionError" in logs[0].read_text(encoding="utf-8")
-    # Recorded before --debug sets it, so the teardown restores False (not the True it sets).
+    # Recorded before --debug sets it, so that the original (False) is what comes back.
     monkeypatch.setattr("dpo_harness.cli.common.DEBUG", False)
     debug = CliRunner().invoke(cli, ["--debug", "suites"])
     assert isinstance(debug.exception, ZeroDivisionError)  # --debug lets the traceback through
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "words"),
+    [
+        (
+            "  extra_args: {weight_decay: 0.01, warmup_ratio_typo: 0.1}",
+            "training.extra_args",
+            "not an argument of TRL's DPOConfig: warmup_ratio_typo",
+        ),
+        (
+            "  extra_args: {rpo_alpha: 0.5}",  # removed from TRL 1.16
+            "training.extra_args",
+            "rpo_alpha",
+        ),
+        (
+            "  extra_args: {logging_nan_inf_filter: true}",
+            "training.extra_args",
+            "hid the seed run's NaN losses",
+        ),
+        ("  extra_args: {learning_rate: 1.0e-4}", "training.extra_args", "training.learning_rate"),
+        ("  report_to: tensorbored", "training.report_to", "unknown tracker"),
+        ("gate: {stop_after_refusals: 2}", "gate", "needs live: true"),
+    ],
+)
+def test_pass_through_and_tracker_settings_are_checked_when_read(
+    tmp_path: Path, extra: str, field: str, words: str
+) -> None:
+    path = _config(tmp_path, extra)
+    with pytest.raises(BadInputError) as err:
+        DPOPlugin().load_config(path)
+    assert f"field '{field}'" in err.value.cause and words in err.value.cause, err.value.cause
+    assert str(path) in err.value.cause
+
+
+def test_report_to_and_extra_args_reach_the_dpo_config(tmp_path: Path) -> None:
+    from dpo_harness.plugins.dpo.trainer import build_dpo_config
+
+    extra = "  report_to: tensorboard\n  extra_args: {weight_decay: 0.01, adam_beta2: 0.95}"
+    config = DPOPlugin().load_config(_config(tmp_path, extra))
+    args = build_dpo_config(config, has_eval=False, progress=False)  # type: ignore[arg-type]
+    assert args.report_to == ["tensorboard"]
+    assert args.weight_decay == 0.01 and args.adam_beta2 == 0.95
+    assert args.logging_nan_inf_filter is False
+
+
+def test_extra_args_cannot_override_anything_the_run_config_sets() -> None:
+    import dataclasses
+
+    from dpo_harness.plugins.dpo.run_config import SET_BY_HARNESS, TrainingSettings
+    from dpo_harness.plugins.dpo.trainer import dpo_config_kwargs
+
+    config = DPOPlugin().demo_config(Path("out"))
+    set_here = set(dpo_config_kwargs(config, has_eval=True, progress=True))
+    unguarded = set_here - set(SET_BY_HARNESS) - set(TrainingSettings.model_fields)
+    assert unguarded == set(), f"add these to SET_BY_HARNESS: {sorted(unguarded)}"
+    from trl import DPOConfig
+
+    names = {f.name for f in dataclasses.fields(DPOConfig)}
+    assert set(SET_BY_HARNESS) <= names  # each entry is a real DPOConfig argument
+
+
+def test_a_tracker_that_is_not_installed_is_refused_before_training(tmp_path: Path) -> None:
+    from dpo_harness.plugins.dpo.trainer import build_dpo_config
+    from transformers.integrations.integration_utils import (
+        get_available_reporting_integrations,
+    )
+
+    missing = next(
+        t
+        for t in ("wandb", "mlflow", "comet_ml", "clearml")
+        if t not in get_available_reporting_integrations()
+    )
+    config = DPOPlugin().load_config(_config(tmp_path, f"  report_to: [{missing}]"))
+    with pytest.raises(BadInputError, match=f"training.report_to names {missing}"):
+        build_dpo_config(config, has_eval=False, progress=False)  # type: ignore[arg-type]

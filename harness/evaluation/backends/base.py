@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,7 +17,14 @@ from dpo_harness.schema import (
     WeightsResponse,
 )
 
-__all__ = ["REQUEST_KINDS", "ModelBackend", "RunnerStats", "TokenScores", "progress_bar"]
+__all__ = [
+    "REQUEST_KINDS",
+    "ModelBackend",
+    "Parked",
+    "RunnerStats",
+    "TokenScores",
+    "progress_bar",
+]
 
 # Every kind of request a suite can make (schema.Request's discriminator values).
 REQUEST_KINDS = (
@@ -70,6 +77,12 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="req", disable=not enabled, leave=False)
 
 
+class Parked(Protocol):
+    """The candidate's probe logits, kept between its phase and the reference's."""
+
+    def close(self) -> None: ...
+
+
 class ModelBackend(Protocol):
     """The model computations behind the runner, for the roles a backend serves.
 
@@ -86,13 +99,14 @@ class ModelBackend(Protocol):
         """Why this backend cannot answer the candidate's requests of ``kind``; None if it can."""
         ...
 
-    def prompt_key(self, prompt: Prompt) -> str:
+    def prompt_key(self, prompt: Prompt | str) -> str:
         """What identifies a prompt's generation: the text the model sees, or the conversation
-        a server renders itself. Equal keys are generated once."""
+        a server renders itself. Equal keys (at the same length) are generated once. A ``str``
+        is plain text, continued as it stands (no chat template, no system prompt)."""
         ...
 
     def generate(
-        self, prompts: Sequence[Prompt], *, batch_size: int, max_new_tokens: int, desc: str
+        self, prompts: Sequence[Prompt | str], *, batch_size: int, max_new_tokens: int, desc: str
     ) -> list[GenerateResponse]:
         """Greedy answers, in the order of ``prompts`` (the candidate)."""
         ...
@@ -107,14 +121,21 @@ class ModelBackend(Protocol):
         """(log-probability, tokens) of each plain text, every token predicted once."""
         ...
 
-    def probe_logits(self, reqs: Sequence[ProbeRequest]) -> list[Any]:
-        """The candidate's teacher-forced logits of each probe (kept until the reference's)."""
+    def candidate_probes(
+        self, reqs: Sequence[ProbeRequest], answer: Callable[[int, ProbeResponse], None]
+    ) -> Parked | None:
+        """The candidate's probes: answered now (``answer(index, response)``) when no reference
+        will be compared, else their logits parked until :meth:`finish_probes` (returned; the
+        caller closes it whatever happens)."""
         ...
 
     def finish_probes(
-        self, reqs: Sequence[ProbeRequest], candidate_logits: Sequence[Any]
-    ) -> list[ProbeResponse]:
-        """Probe statistics, against the reference's logits where asked for."""
+        self,
+        reqs: Sequence[ProbeRequest],
+        parked: Parked | None,
+        answer: Callable[[int, ProbeResponse], None],
+    ) -> None:
+        """The parked probes against the reference's logits, one at a time."""
         ...
 
     def weights(self) -> WeightsResponse: ...

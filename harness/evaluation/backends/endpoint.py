@@ -42,7 +42,7 @@ from typing import Any
 
 from dpo_harness.errors import BadInputError
 from dpo_harness.evaluation import measure
-from dpo_harness.evaluation.backends.base import RunnerStats, TokenScores, progress_bar
+from dpo_harness.evaluation.backends.base import Parked, RunnerStats, TokenScores, progress_bar
 from dpo_harness.evaluation.backends.client import (
     EndpointClient,
     EndpointError,
@@ -223,6 +223,34 @@ def _chat_body(
     }
 
 
+def _text_body(model: str, text: str, max_new_tokens: int) -> dict[str, Any]:
+    """A plain-text prompt, continued greedily as it stands (no chat template)."""
+    return {
+        "model": model,
+        "prompt": text,
+        "temperature": 0,
+        "max_tokens": max_new_tokens,
+        "frequency_penalty": 0,
+    }
+
+
+def _text_answer(data: dict[str, Any]) -> tuple[GenerateResponse, int | None]:
+    """(the answer, the server's prompt token count) of a text completion."""
+    choice = _choice(data, f"POST {COMPLETIONS}")
+    text = choice.get("text")
+    if not isinstance(text, str | None):
+        raise EndpointError(
+            f"the endpoint's answer to POST {COMPLETIONS} has no choices[0].text",
+            "check that --endpoint is an OpenAI-compatible server",
+        )
+    usage = data.get("usage")
+    prompt_tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    answer = GenerateResponse(
+        text=text or "", token_ids=[], hit_eos=choice.get("finish_reason") == "stop"
+    )
+    return answer, prompt_tokens if isinstance(prompt_tokens, int) else None
+
+
 def connect(config: EvalConfig, log: Callable[[str], None] | None = None) -> ServedModel:
     """Reach the server, check it serves ``--model``, and identify the served model."""
     settings = config.endpoint
@@ -392,20 +420,36 @@ class EndpointBackend:
 
     # ------------------------------------------------------------------ generation
 
-    def prompt_key(self, prompt: Prompt) -> str:
-        """The conversation the server renders (with the system prompt): equal ones run once."""
+    def prompt_key(self, prompt: Prompt | str) -> str:
+        """The conversation the server renders (with the system prompt), or the plain text:
+        equal ones run once."""
+        if isinstance(prompt, str):
+            return json.dumps({"text": prompt}, ensure_ascii=False)
         return json.dumps(chat_messages(prompt, self.generation.system_prompt), ensure_ascii=False)
 
     def generate(
-        self, prompts: Sequence[Prompt], *, batch_size: int, max_new_tokens: int, desc: str
+        self, prompts: Sequence[Prompt | str], *, batch_size: int, max_new_tokens: int, desc: str
     ) -> list[GenerateResponse]:
-        """Greedy answers through the chat API (``batch_size`` is the server's business)."""
+        """Greedy answers (``batch_size`` is the server's business): a conversation through the
+        chat API, plain text through ``/v1/completions`` (continued as it stands)."""
         model, system = self.served.settings.model, self.generation.system_prompt
-        bodies = [_chat_body(model, p, system, max_new_tokens) for p in prompts]
-        datas = self._post_many(CHAT, bodies, desc)
+        chats = [(k, p) for k, p in enumerate(prompts) if not isinstance(p, str)]
+        texts = [(k, p) for k, p in enumerate(prompts) if isinstance(p, str)]
+        datas: dict[int, dict[str, Any]] = {}
+        if chats:
+            bodies = [_chat_body(model, p, system, max_new_tokens) for _, p in chats]
+            answers = self._post_many(CHAT, bodies, desc)
+            datas.update(zip([k for k, _ in chats], answers, strict=True))
+        if texts:
+            bodies = [_text_body(model, p, max_new_tokens) for _, p in texts]
+            answers = self._post_many(COMPLETIONS, bodies, desc)
+            datas.update(zip([k for k, _ in texts], answers, strict=True))
         out = []
-        for prompt, data in zip(prompts, datas, strict=True):
-            answer, n_prompt = _chat_answer(data)
+        for k, prompt in enumerate(prompts):
+            if isinstance(prompt, str):
+                answer, n_prompt = _text_answer(datas[k])
+            else:
+                answer, n_prompt = _chat_answer(datas[k])
             self._check_prompt_tokens(prompt, n_prompt)
             out.append(self._without_special_tokens(answer))
         return out
@@ -428,17 +472,22 @@ class EndpointBackend:
                 self.stats.endpoint["special_tokens_removed"] += 1
         return answer if text == answer.text else answer.model_copy(update={"text": text})
 
-    def _check_prompt_tokens(self, prompt: Prompt, server: int | None) -> None:
+    def _check_prompt_tokens(self, prompt: Prompt | str, server: int | None) -> None:
         """Count a prompt the server renders into another number of tokens than we do."""
         tok = self.tokenizer
         if tok is None or server is None:
             return
-        text = measure.render_prompt(tok, prompt, self.generation.system_prompt)
+        text = (
+            prompt
+            if isinstance(prompt, str)
+            else measure.render_prompt(tok, prompt, self.generation.system_prompt)
+        )
         local = len(measure.encode(tok, text))
         if local != server:
             self.stats.endpoint["prompt_token_mismatches"] += 1
+            shown = prompt if isinstance(prompt, str) else prompt_text(prompt)
             self.prompt_mismatches.append(
-                f"{prompt_text(prompt)[:40]!r}: the server's {server} tokens, the local {local}"
+                f"{shown[:40]!r}: the server's {server} tokens, the local {local}"
             )
 
     def _post_many(
@@ -525,12 +574,17 @@ class EndpointBackend:
 
     # ------------------------------------------------------------------ out of reach
 
-    def probe_logits(self, reqs: Sequence[ProbeRequest]) -> list[Any]:
+    def candidate_probes(
+        self, reqs: Sequence[ProbeRequest], answer: Callable[[int, ProbeResponse], None]
+    ) -> Parked | None:
         raise RuntimeError(_NO_LOGITS)
 
     def finish_probes(
-        self, reqs: Sequence[ProbeRequest], candidate_logits: Sequence[Any]
-    ) -> list[ProbeResponse]:
+        self,
+        reqs: Sequence[ProbeRequest],
+        parked: Parked | None,
+        answer: Callable[[int, ProbeResponse], None],
+    ) -> None:
         raise RuntimeError(_NO_LOGITS)
 
     def weights(self) -> WeightsResponse:

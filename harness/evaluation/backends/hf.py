@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from dpo_harness.evaluation import measure
-from dpo_harness.evaluation.backends.base import RunnerStats, TokenScores, progress_bar
-from dpo_harness.evaluation.loading import LoadedModel
+from dpo_harness.evaluation.backends.base import Parked, RunnerStats, TokenScores, progress_bar
+from dpo_harness.evaluation.loading import LoadedModel, chat_template_error
+from dpo_harness.evaluation.spill import TensorSpill
 from dpo_harness.evaluation.weight_scan import merge_findings, scan_safetensors, scan_tensor
 from dpo_harness.schema import (
     GenerateResponse,
@@ -67,6 +68,8 @@ class HFBackend:
         self.progress = progress
         # model id -> the shared-context scorer checked exact for it (None: use the plain path)
         self._shared_ok: dict[int, Callable[..., Any] | None] = {}
+        # model id -> (decoder, lm_head) checked to give the model's logits (None: plain path)
+        self._head_ok: dict[int, tuple[Any, Any] | None] = {}
 
     # ------------------------------------------------------------------ roles and residency
 
@@ -186,12 +189,28 @@ class HFBackend:
 
     # ------------------------------------------------------------------ generation
 
-    def prompt_key(self, prompt: Prompt) -> str:
+    def prompt_key(self, prompt: Prompt | str) -> str:
         """The rendered prompt: two conversations the chat template renders alike are one prompt."""
-        return measure.render_prompt(self._cand().tokenizer, prompt, self.generation.system_prompt)
+        return self._render(self._cand().tokenizer, prompt)
+
+    def _render(self, tokenizer: Any, prompt: Prompt | str) -> str:
+        """The prompt through the chat template; a template that fails on it (a system prompt it
+        does not allow, a sandbox violation reached only by some messages) is bad input."""
+        # Plain text is what the model sees as it stands (no chat template, no system prompt).
+        if isinstance(prompt, str):
+            return prompt
+        try:
+            return measure.render_prompt(tokenizer, prompt, self.generation.system_prompt)
+        except Exception as exc:  # jinja2 errors; the template is the checkpoint's code
+            from jinja2 import TemplateError
+
+            if isinstance(exc, TemplateError):
+                where = self.loaded.spec.ref if self.loaded is not None else "the reference"
+                raise chat_template_error(where, exc) from exc
+            raise
 
     def generate(
-        self, prompts: Sequence[Prompt], *, batch_size: int, max_new_tokens: int, desc: str
+        self, prompts: Sequence[Prompt | str], *, batch_size: int, max_new_tokens: int, desc: str
     ) -> list[GenerateResponse]:
         texts = [self.prompt_key(p) for p in prompts]
         with self._bar(len(texts), desc) as bar:
@@ -228,7 +247,7 @@ class HFBackend:
     def _context_text(self, tokenizer: Any, context: Prompt | str) -> str:
         if isinstance(context, str):
             return context
-        return measure.render_prompt(tokenizer, context, self.generation.system_prompt)
+        return self._render(tokenizer, context)
 
     def loglikelihood(
         self, role: ModelRole, items: Sequence[tuple[Prompt | str, str]], desc: str
@@ -254,8 +273,13 @@ class HFBackend:
             prepared.append((full[:-1], cont))
         order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i][0]))
         results: list[TokenScores] = [([], [])] * len(prepared)
+        head = self._split_head(model, pad_id)
         with self._bar(len(prepared), desc) as bar:
             for batch in _batches(order, self.batch_size):
+                if head is not None:
+                    self._score_batch_chunked(head, prepared, batch, pad_id, results)
+                    bar.update(len(batch))
+                    continue
                 keep = max(max(len(prepared[i][1]) for i in batch), 1)
                 logits = self._forward_tail(model, [prepared[i][0] for i in batch], keep, pad_id)
                 logp = torch.log_softmax(logits, dim=-1)
@@ -271,6 +295,92 @@ class HFBackend:
                     results[i] = (token_lp.tolist(), greedy.tolist())
                 bar.update(len(batch))
         return results
+
+    # The LM head in chunks: a forward's logits are positions x vocabulary floats (a batch of
+    # held-out text on a 151,936-row vocabulary: gigabytes, twice with a log_softmax copy).
+    # The decoder's hidden states are small; the head runs on _HEAD_CHUNK positions at a time
+    # and each chunk is scored in place, so memory stays one chunk of logits.
+    _HEAD_CHUNK = 256
+
+    def _split_head(self, model: Any, pad_id: int) -> tuple[Any, Any] | None:
+        """(decoder, lm_head) when logits are exactly lm_head(decoder(...)), checked once."""
+        import torch
+
+        key = id(model)
+        if key in self._head_ok:
+            return self._head_ok[key]
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        cfg = getattr(inner, "config", None)
+        split: tuple[Any, Any] | None = None
+        plain_head = getattr(cfg, "final_logit_softcapping", None) is None and getattr(
+            cfg, "logit_scale", None
+        ) in (None, 1, 1.0)
+        if plain_head and hasattr(inner, "get_decoder") and hasattr(inner, "get_output_embeddings"):
+            try:
+                decoder, head = inner.get_decoder(), inner.get_output_embeddings()
+                rows = [[5, 6, 7, 8], [9, 10]]
+                full = self._forward_tail(model, rows, 2, pad_id)
+                ids, mask, pos = self._left_pad(rows, pad_id, self._device(model))
+                with torch.inference_mode():
+                    hs = decoder(input_ids=ids, attention_mask=mask, position_ids=pos)
+                    mine = head(hs.last_hidden_state[:, -2:, :]).float()
+                if (
+                    decoder is not None
+                    and head is not None
+                    and torch.allclose(mine, full, atol=1e-4, rtol=1e-4)
+                ):
+                    split = (decoder, head)
+            except (AttributeError, TypeError, RuntimeError, ValueError):
+                split = None  # an architecture this does not understand: the plain path
+        self._head_ok[key] = split
+        return split
+
+    def _score_batch_chunked(
+        self,
+        head: tuple[Any, Any],
+        prepared: list[tuple[list[int], list[int]]],
+        batch: Sequence[int],
+        pad_id: int,
+        results: list[TokenScores],
+    ) -> None:
+        import torch
+
+        decoder, lm_head = head
+        ids, mask, pos = self._left_pad(
+            [prepared[i][0] for i in batch], pad_id, self._device(lm_head)
+        )
+        self.stats.forward_batches += 1
+        width = ids.shape[1]
+        with torch.inference_mode():
+            hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+            rows, cols, targets, owners = [], [], [], []
+            for row, i in enumerate(batch):
+                cont = prepared[i][1]
+                for k, t in enumerate(cont):
+                    rows.append(row)
+                    cols.append(width - len(cont) + k)
+                    targets.append(t)
+                    owners.append(i)
+            lps: list[float] = []
+            greedy: list[bool] = []
+            if rows:
+                picked = hidden[torch.tensor(rows), torch.tensor(cols)]
+                tgt = torch.tensor(targets, device=picked.device)
+                for c0 in range(0, len(rows), self._HEAD_CHUNK):
+                    chunk_logits = lm_head(picked[c0 : c0 + self._HEAD_CHUNK]).float()
+                    chunk_targets = tgt[c0 : c0 + self._HEAD_CHUNK]
+                    chosen = chunk_logits.gather(-1, chunk_targets[:, None]).squeeze(-1)
+                    top, arg = chunk_logits.max(-1)
+                    # log-sum-exp in place: the chunk's logits are ours to overwrite
+                    lse = top + chunk_logits.sub_(top[:, None]).exp_().sum(-1).log()
+                    lps.extend((chosen - lse).tolist())
+                    greedy.extend(arg.eq(chunk_targets).tolist())
+        per: dict[int, TokenScores] = {i: ([], []) for i in batch}
+        for i, lp, g in zip(owners, lps, greedy, strict=True):
+            per[i][0].append(lp)
+            per[i][1].append(g)
+        for i in batch:
+            results[i] = per[i]
 
     def _score_pairs(
         self, model: Any, tok: Any, pairs: list[tuple[list[int], list[int]]], desc: str
@@ -358,20 +468,42 @@ class HFBackend:
 
     # ------------------------------------------------------------------ probes
 
-    def _probe_logits(self, role: ModelRole, items: list[tuple[list[int], list[int]]]) -> list[Any]:
-        """Teacher-forced logits over each continuation (one (len(cont), V) tensor per item)."""
-        out: list[Any] = [None] * len(items)
+    def _probe_logits(
+        self,
+        role: ModelRole,
+        items: list[tuple[list[int], list[int]]],
+        sink: Callable[[int, Any], None],
+    ) -> None:
+        """Teacher-forced logits over each continuation, handed to ``sink(index, logits)`` one
+        ``(len(cont), V)`` tensor at a time (never a list of them: see :mod:`.spill`)."""
         with self._model(role) as (model, tok):
             pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
             order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
+            head = self._split_head(model, pad_id)
             for batch in _batches(order, self.batch_size):
                 rows = [(items[i][0] + items[i][1])[:-1] for i in batch]
                 keep = max(len(items[i][1]) for i in batch)
+                if head is not None:
+                    # The head per item on its own positions: never B x keep x V at once.
+                    import torch
+
+                    decoder, lm_head = head
+                    ids, mask, pos = self._left_pad(rows, pad_id, self._device(model))
+                    self.stats.forward_batches += 1
+                    with torch.inference_mode():
+                        hidden = decoder(
+                            input_ids=ids, attention_mask=mask, position_ids=pos
+                        ).last_hidden_state
+                        for row, i in enumerate(batch):
+                            n = len(items[i][1])
+                            sink(i, lm_head(hidden[row, hidden.shape[1] - n :]).float().cpu())
+                    continue
                 logits = self._forward_tail(model, rows, keep, pad_id)
                 for row, i in enumerate(batch):
                     n = len(items[i][1])
-                    out[i] = logits[row, keep - n :, :].cpu()
-        return out
+                    # copy: a view would keep the whole batch of logits alive (B x keep x V)
+                    sink(i, logits[row, keep - n :, :].to("cpu", copy=True))
+                del logits
 
     def _probe_items(self, reqs: Sequence[ProbeRequest]) -> list[tuple[list[int], list[int]]]:
         tok = self._cand().tokenizer
@@ -380,24 +512,53 @@ class HFBackend:
             for r in reqs
         ]
 
-    def probe_logits(self, reqs: Sequence[ProbeRequest]) -> list[Any]:
-        """The candidate's probe logits, kept on the CPU until the reference's are computed."""
-        return self._probe_logits("candidate", self._probe_items(reqs))
+    def candidate_probes(
+        self, reqs: Sequence[ProbeRequest], answer: Callable[[int, ProbeResponse], None]
+    ) -> TensorSpill | None:
+        """The candidate's probes: answered now when no reference will be compared, else their
+        logits parked on disk until the reference's are computed (returned; see :mod:`.spill`)."""
+        tok = self._cand().tokenizer
+        if not (self.has_reference and any(r.with_reference for r in reqs)):
+            self._probe_logits(
+                "candidate",
+                self._probe_items(reqs),
+                lambda k, logits: answer(k, measure.probe_response(logits, None, tok)),
+            )
+            return None
+        spill = TensorSpill()
+        try:
+            self._probe_logits("candidate", self._probe_items(reqs), spill.put)
+        except BaseException:
+            spill.close()
+            raise
+        return spill
 
     def finish_probes(
-        self, reqs: Sequence[ProbeRequest], candidate_logits: Sequence[Any]
-    ) -> list[ProbeResponse]:
+        self,
+        reqs: Sequence[ProbeRequest],
+        parked: Parked | None,
+        answer: Callable[[int, ProbeResponse], None],
+    ) -> None:
+        """Each parked probe against the reference's logits, one at a time."""
+        if parked is None:
+            return  # answered in the candidate's phase
+        assert isinstance(parked, TensorSpill)
+        cand = parked
         tok = self._cand().tokenizer
-        ref: list[Any] = [None] * len(reqs)
-        if self.has_reference and any(r.with_reference for r in reqs):
+        with cand:
             with self._model("reference") as (_model, ref_tok):
                 same_vocab = ref_tok is tok or ref_tok.get_vocab() == tok.get_vocab()
-            if same_vocab:
-                ref = self._probe_logits("reference", self._probe_items(reqs))
-        return [
-            measure.probe_response(candidate_logits[k], ref[k] if r.with_reference else None, tok)
-            for k, r in enumerate(reqs)
-        ]
+            paired = [k for k, r in enumerate(reqs) if r.with_reference] if same_vocab else []
+            if paired:
+                items = self._probe_items(reqs)
+
+                def compare(j: int, ref_logits: Any) -> None:
+                    k = paired[j]
+                    answer(k, measure.probe_response(cand.get(k), ref_logits, tok))
+
+                self._probe_logits("reference", [items[k] for k in paired], compare)
+            for k in sorted(set(range(len(reqs))) - set(paired)):
+                answer(k, measure.probe_response(cand.get(k), None, tok))
 
     # ------------------------------------------------------------------ weights and logs
 
