@@ -16,7 +16,7 @@ Goal (issue 13): peak ≤ 1.25 × the candidate's weights + the process's baseli
 imports, before any model). Arms are interleaved; medians of the repeats.
 
 Run: ``python benchmarks/gate_memory.py --models DIR [--shape 0.5b] [--repeats 2]``; writes
-``benchmarks/results/gate_memory.md``.
+``benchmarks/results/gate_memory-<shape>.md``.
 """
 
 from __future__ import annotations
@@ -157,7 +157,9 @@ def main() -> None:
         "is never released.\n\n"
         f"Command: `python benchmarks/gate_memory.py --models DIR --shape {args.shape}`\n"
     )
-    (REPO / "benchmarks" / "results" / "gate_memory.md").write_text(text, encoding="utf-8")
+    (REPO / "benchmarks" / "results" / f"gate_memory-{args.shape}.md").write_text(
+        text, encoding="utf-8"
+    )
     print(text)
 
 

@@ -3,7 +3,7 @@
 With one model resident at a time, the exact KL of a probe needs the candidate's logits (one
 ``positions × vocabulary`` float32 tensor per probe) to outlive the candidate. Held in memory,
 the numerical suite's probes cost ~1.1 GB on a 151,936-token vocabulary whatever the model's
-size — 2.7× the weights of a 0.1B model (benchmarks/results/gate_memory.md). Written to the
+size — 2.7× the weights of a 0.1B model (benchmarks/results/gate_memory-0.1b.md). Written to the
 cache directory and read back one at a time, they cost one probe. ``torch.save`` / ``torch.load``
 round-trip float32 bit for bit, so the statistics are unchanged. Where the disk refuses (full,
 read-only) a tensor stays in memory instead: slower to need, never wrong.

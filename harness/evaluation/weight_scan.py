@@ -6,7 +6,7 @@ as it is stored (what a user would open with ``safe_open``), never holds a secon
 model, and works before or without any model being built. The file is read with plain reads into
 one reusable chunk buffer, not through ``safe_open``: a memory map keeps every page it touched
 resident until it is closed, which counted a whole second copy of the weights in the process's
-peak memory (+0.45 GB on the 0.1B shape, benchmarks/results/gate_memory.md). The runner also scans the loaded parameters, which
+peak memory (+0.45 GB on the 0.1B shape, benchmarks/results/gate_memory-0.1b.md). The runner also scans the loaded parameters, which
 catches what the file cannot show (an overflow when fp32 weights are cast to fp16, a model that
 only exists in memory); ``merge_findings`` keeps one entry per tensor.
 """

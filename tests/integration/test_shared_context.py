@@ -146,3 +146,37 @@ def test_parked_probe_logits_give_the_same_statistics_and_are_removed(
         spill.put(0, direct[0])
         assert spill.on_disk == 0 and spill.get(0) is direct[0]
     assert not any((tmp_path / "full").iterdir())
+
+
+def test_a_released_model_is_really_freed_before_the_next_one_loads() -> None:
+    """One model resident: nothing the runner caches (split head, shared-context check) keeps
+    the released candidate's weights alive while the reference is loaded."""
+    import gc
+    import weakref
+
+    from dpo_harness.evaluation.loading import load_checkpoint
+    from dpo_harness.schema import ProbeRequest
+    from dpo_harness.suites.numerical import NumericalSuite
+
+    def load() -> Any:
+        return load_checkpoint(None, device="cpu")
+
+    loaded = load()
+    # A weight, not the model object: the wrapper can go while its modules (and weights) stay.
+    candidate = weakref.ref(loaded.model.get_input_embeddings().weight)
+    alive_at_reference_load: list[bool] = []
+
+    def reference_loader() -> Any:
+        gc.collect()
+        alive_at_reference_load.append(candidate() is not None)
+        return load()
+
+    ctx = SuiteContext(generation=GenerationSettings(max_new_tokens=8), has_reference=True)
+    probes = [r for r in NumericalSuite().plan(ctx) if isinstance(r, ProbeRequest)][:3]
+    mc = [r for r in AdtechSuite().plan(ctx) if isinstance(r, LoglikelihoodRequest)][:8]
+    runner = ModelRunner(
+        loaded, reference_loader=reference_loader, candidate_loader=load, batch_size=4
+    )
+    runner.run([*probes, *mc])
+    assert runner.stats.model_loads == 1
+    assert alive_at_reference_load == [False], "the candidate was still in memory"

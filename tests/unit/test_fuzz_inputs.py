@@ -6,8 +6,9 @@ stored baseline, an adtech data file, an evaluation config or a run config — a
 command that reads it. Whatever the mutation, the command must end with exit 0, 1 or 2 (never
 3, an internal error), print no traceback, and change no file outside its output directory and
 the cache (the sandbox, the stored baselines and the packaged demo model are hashed before and
-after). Bounded: 40 examples, no deadline; most are refused before a model loads, and the rest
-load the 5 MB demo model for one generated token.
+after). Bounded: 40 examples in CI (``DPO_FUZZ_EXAMPLES=N`` for a long loop outside it), no
+deadline; most are refused before a model loads, and the rest load the 5 MB demo model for one
+generated token.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @settings(
-    max_examples=40,
+    max_examples=int(os.environ.get("DPO_FUZZ_EXAMPLES", "40")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -99,6 +99,11 @@ class HFBackend:
 
         import torch
 
+        if which.model is not None:
+            # The per-model checks hold the model's modules (the split head is its decoder):
+            # left in place, they would keep the "released" weights alive beside the next model.
+            self._head_ok.pop(id(which.model), None)
+            self._shared_ok.pop(id(which.model), None)
         which.model = None
         gc.collect()
         if torch.cuda.is_available():
