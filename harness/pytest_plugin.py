@@ -246,7 +246,7 @@ class DpoGate:
     def name(self) -> str:
         """The candidate as the user named it."""
         if self.checkpoint is None and self.endpoint is not None:
-            return f"{self.config.getoption('dpo_model')} @ {self.endpoint}"
+            return f"{self.config.getoption('dpo_endpoint_model')} @ {self.endpoint}"
         return self.checkpoint or "demo"
 
     @property

@@ -89,11 +89,14 @@ class OptionSpec:
     choices: tuple[str, ...] = ()
     metavar: str | None = None
     parse: Callable[[Any], Any] | None = None
+    # The parsed value's name when the flag's own would clash (``--model`` beside the MODEL
+    # argument of ``baseline create``): ``endpoint_model``.
+    name: str | None = None
 
     @property
     def dest(self) -> str:
         """The Python name of the parsed value (``--batch-size`` → ``batch_size``)."""
-        return self.flag.lstrip("-").replace("-", "_")
+        return self.name or self.flag.lstrip("-").replace("-", "_")
 
 
 EVAL_OPTIONS: tuple[OptionSpec, ...] = (
@@ -138,6 +141,7 @@ EVAL_OPTIONS: tuple[OptionSpec, ...] = (
         "endpoint.model",
         "The model name the --endpoint server serves.",
         metavar="NAME",
+        name="endpoint_model",
     ),
     OptionSpec(
         "--endpoint-tokenizer",

@@ -46,7 +46,7 @@ def _target(
     model: str | None, kw: dict[str, Any], dir_opt: Path | None
 ) -> tuple[EvalConfig, Path, Path]:
     """The evaluation config, the baselines directory and the baseline file MODEL maps to."""
-    if kw.get("endpoint") or kw.get("model"):
+    if kw.get("endpoint") or kw.get("endpoint_model"):
         raise BadInputError(
             "a baseline is the in-process evaluation of a base model; --endpoint/--model name a "
             "served candidate",

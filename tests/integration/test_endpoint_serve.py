@@ -218,3 +218,55 @@ def test_served_demo_model_answers_as_in_process_and_skips_what_it_cannot(
         s.item_id: s.response for s in served.suite("adtech").samples
     }
     print(f"served evaluation {first_s:.1f} s, re-run from the cache {second_s:.1f} s")
+
+
+def test_served_demo_model_is_gated_against_the_in_process_baseline(
+    served_demo: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _log = served_demo
+    monkeypatch.setenv("DPO_HARNESS_CACHE", str(tmp_path / "cache"))
+    # The gate pairs at least 10 items per metric: 10 short-answer and 10 numeric items of the
+    # built-in AdTech data (and one multiple-choice item, which the server cannot score).
+    from dpo_harness.suites.adtech import AdtechSuite
+
+    items = AdtechSuite().path.read_text("utf-8").splitlines()
+    rows = [json.loads(line) for line in items if line.strip()]
+    picked = [
+        *[r for r in rows if r["type"] == "multiple_choice"][:1],
+        *[r for r in rows if r["type"] == "short_answer"][:10],
+        *[r for r in rows if r["type"] == "numeric"][:10],
+    ]
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in picked), "utf-8")
+    same = ["--suite-data", f"adtech={data}", "--max-new-tokens", "16"]
+    baselines = tmp_path / "baselines"
+    created = CliRunner().invoke(
+        cli,
+        [
+            *("baseline", "create", "demo", "--suites", "numerical,adtech"),
+            *same,
+            *("--baselines-dir", str(baselines), "--quiet"),
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    out = tmp_path / "gate"
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("gate", "--endpoint", url, "--model", MODEL, "--endpoint-tokenizer", "demo"),
+            *("--base", "demo", "--baselines-dir", str(baselines), "--out", str(out)),
+            *same,
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "PROMOTE" in result.output
+    decision = json.loads((out / "decision.json").read_text("utf-8"))
+    verdicts = {f"{v['suite']}::{v['metric']}": v for v in decision["verdicts"]}
+    for name in ("adtech::short_answer_accuracy", "adtech::numeric_accuracy"):
+        assert verdicts[name]["verdict"] in ("pass", "reported"), verdicts[name]
+    mc = verdicts["adtech::mc_accuracy"]
+    assert mc["verdict"] == "skipped"
+    assert "this server returns no prompt log-probabilities" in mc["reason"]
+    weights = verdicts["numerical::nonfinite_parameters"]
+    assert weights["verdict"] == "skipped" and "over the API" in weights["reason"]

@@ -204,8 +204,21 @@ def test_chat_messages_render_as_the_in_process_prompt() -> None:
 
 def test_endpoint_options_are_checked_together() -> None:
     with pytest.raises(BadInputError, match="no --endpoint"):
-        eval_overrides({"model": "m"})
+        eval_overrides({"endpoint_model": "m"})
     with pytest.raises(BadInputError, match="--endpoint needs --model"):
         eval_overrides({"endpoint": "http://localhost:8000"})
-    out = eval_overrides({"endpoint": "http://localhost:8000/v1", "model": "m"})
+    out = eval_overrides({"endpoint": "http://localhost:8000/v1", "endpoint_model": "m"})
     assert out["endpoint"] == {"url": "http://localhost:8000/v1", "model": "m"}
+
+
+def test_baseline_commands_refuse_a_served_model_and_keep_their_model_argument() -> None:
+    import warnings
+
+    from click.testing import CliRunner
+    from dpo_harness.cli import cli
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # click warns when --model and MODEL share a name
+        result = CliRunner().invoke(cli, ["baseline", "create", "--model", "x"])
+    assert result.exit_code == 2, result.output
+    assert "a baseline is the in-process evaluation of a base model" in result.output
