@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -270,3 +271,28 @@ def test_served_demo_model_is_gated_against_the_in_process_baseline(
     assert "this server returns no prompt log-probabilities" in mc["reason"]
     weights = verdicts["numerical::nonfinite_parameters"]
     assert weights["verdict"] == "skipped" and "over the API" in weights["reason"]
+
+
+def test_plain_text_prompts_are_continued_as_in_process(
+    served_demo: tuple[str, Path],
+    demo_loaded: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain-text prompt (an lm-eval generate_until task) goes to /v1/completions as it stands."""
+    from dpo_harness.evaluation.backends.endpoint import connect
+    from dpo_harness.evaluation.runner import ModelRunner
+    from dpo_harness.schema import EvalConfig, GenerateRequest
+
+    url, _log = served_demo
+    monkeypatch.setenv("DPO_HARNESS_CACHE", str(tmp_path / "cache"))
+    config = EvalConfig.model_validate(
+        {"endpoint": {"url": url, "model": MODEL, "tokenizer": "demo", "retries": 1}}
+    )
+    texts = ["CTRとは", "質問: 日本の首都はどこですか？\n答え:", "リスティング広告の"]
+    reqs = [GenerateRequest(prompt=t, max_new_tokens=24) for t in texts]
+    backend = connect(config).backend(config.generation)
+    served = ModelRunner(backend=backend).run(reqs)
+    local = ModelRunner(demo_loaded).run(reqs)
+    assert [served[r].text for r in reqs] == [local[r].text for r in reqs]
+    assert backend.prompt_mismatches == []  # the server tokenised the text as we do
