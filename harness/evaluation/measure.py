@@ -48,9 +48,10 @@ __all__ = [
 ]
 
 # 1: the first versioned measurement. 2: stored weights scanned with plain chunked reads instead
-# of a memory map (the same counts, tested against safetensors' own loader; bumped because the
-# guard hashes the code, not the numbers).
-MEASUREMENT_VERSION = "2"
+# of a memory map (the same counts, tested against safetensors' own loader). 3: probe statistics
+# computed 16 positions at a time (the same floats, tested against one pass). Both bumped
+# because the guard hashes the code, not the numbers.
+MEASUREMENT_VERSION = "3"
 # The modules whose code defines the measurement (hashed by dpo_harness.tools.versions).
 MEASUREMENT_MODULES = ("dpo_harness.evaluation.measure", "dpo_harness.evaluation.weight_scan")
 
@@ -177,6 +178,13 @@ def loglikelihood_response(
     )
 
 
+# Positions per step of the probe statistics: each step makes ~8 temporaries of rows x vocabulary
+# floats, so 16 rows on a 151,936-token vocabulary is ~80 MB, where a whole probe at once was
+# ~0.4 GB (benchmarks/results/gate_memory-0.5b.md). Every statistic is per position first, so
+# the steps give the same floats as one pass.
+PROBE_ROWS = 16
+
+
 def probe_response(logits: Any, ref_logits: Any | None, tokenizer: Any) -> ProbeResponse:
     """Next-token statistics of teacher-forced ``logits`` (positions × vocabulary), float32.
 
@@ -185,27 +193,39 @@ def probe_response(logits: Any, ref_logits: Any | None, tokenizer: Any) -> Probe
     """
     import torch
 
-    finite = bool(torch.isfinite(logits).all())
-    logp = torch.log_softmax(logits, dim=-1)
-    p = logp.exp()
-    # 0·log 0 = 0 for finite rows; a non-finite row must stay NaN, not read as "certain".
-    entropy = -(torch.where(p > 0, p * logp, torch.zeros_like(p))).sum(-1)
+    finite = True
+    entropies, top1s, kls, agrees, argmaxes, maxes = [], [], [], [], [], []
+    for start in range(0, int(logits.shape[0]), PROBE_ROWS):
+        part = logits[start : start + PROBE_ROWS]
+        finite = finite and bool(torch.isfinite(part).all())
+        maxes.append(part.abs().max())  # a tensor: NaN must win the max, as in one pass
+        logp = torch.log_softmax(part, dim=-1)
+        p = logp.exp()
+        # 0·log 0 = 0 for finite rows; a non-finite row must stay NaN, not read as "certain".
+        entropies.append(-(torch.where(p > 0, p * logp, torch.zeros_like(p))).sum(-1))
+        top1s.append(p.max(-1).values)
+        arg = part.argmax(-1)
+        argmaxes.append(arg)
+        if ref_logits is not None:
+            ref_part = ref_logits[start : start + PROBE_ROWS]
+            kls.append((p * (logp - torch.log_softmax(ref_part, dim=-1))).sum(-1))
+            agrees.append((arg == ref_part.argmax(-1)).float())
+    entropy = torch.cat(entropies) if entropies else torch.zeros(0)
     if not finite:
         entropy = torch.full_like(entropy, float("nan"))
     kl_mean = kl_max = agree = None
     if ref_logits is not None:
-        ref_logp = torch.log_softmax(ref_logits, dim=-1)
-        kl = (p * (logp - ref_logp)).sum(-1)
+        kl = torch.cat(kls) if kls else torch.zeros(0)
         kl_mean, kl_max = float(kl.mean()), float(kl.max())
-        agree = float((logits.argmax(-1) == ref_logits.argmax(-1)).float().mean())
-    argmax = logits.argmax(-1).tolist()
+        agree = float(torch.cat(agrees).mean()) if agrees else float("nan")
+    argmax = torch.cat(argmaxes).tolist() if argmaxes else []
     mode_id = Counter(argmax).most_common(1)[0][0] if argmax else 0
     return ProbeResponse(
         n_positions=int(logits.shape[0]),
         finite=finite,
-        max_abs_logit=float(logits.abs().max()),
+        max_abs_logit=float(torch.stack(maxes).max()) if maxes else float("nan"),
         mean_entropy=float(entropy.mean()),
-        mean_top1_prob=float(p.max(-1).values.mean()),
+        mean_top1_prob=float(torch.cat(top1s).mean()) if top1s else float("nan"),
         argmax_ids=argmax,
         mode_token_id=int(mode_id),
         mode_token_text=tokenizer.decode([mode_id]),

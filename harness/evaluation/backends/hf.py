@@ -11,6 +11,7 @@ adapter's reference is the adapter switched off.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -41,6 +42,76 @@ def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
+# Tokens (rows x padded width) per scoring forward. A forward's activations grow with it (the
+# MLP alone holds 3 x tokens x intermediate floats: 16 rows of 500 held-out tokens on the 0.5B
+# shape are ~0.5 GB), and a CPU is as busy at 1,024 tokens per matmul as at 8,000; an
+# accelerator wants more (benchmarks/results/gate_memory-0.5b.md).
+SCORE_TOKENS = {"cpu": 1024}
+SCORE_TOKENS_ACCELERATOR = 16384
+
+
+def _budget_batches(
+    order: Sequence[int], lengths: Sequence[int], max_rows: int, max_tokens: int
+) -> Iterator[list[int]]:
+    """Batches of ``order`` (longest first) of at most ``max_rows`` rows and ``max_tokens``
+    padded tokens; a row longer than the budget is a batch of its own."""
+    batch: list[int] = []
+    width = 0
+    for i in order:
+        grown = max(width, lengths[i])
+        if batch and (len(batch) == max_rows or (len(batch) + 1) * grown > max_tokens):
+            yield batch
+            batch, grown = [], lengths[i]
+        batch.append(i)
+        width = grown
+    if batch:
+        yield batch
+
+
+def _libc() -> Any:
+    """glibc, or None (macOS, musl, Windows: the allocator calls below are glibc's)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name) if name else None
+        return lib if lib is not None and hasattr(lib, "mallopt") else None
+    except OSError:
+        return None
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+_allocator_set = False
+
+
+def _cpu_allocator_policy() -> None:
+    """Large CPU tensors from fresh pages, given back when freed (once per process).
+
+    glibc raises its mmap threshold each time a large block is freed, after which blocks of that
+    size come from its heap and stay in the process when freed. Scoring makes many logits-sized
+    temporaries (tens of MB each on a 151,936-token vocabulary), so the heap kept ~0.3 GB and
+    the gate's peak on the 0.5B shape was 1.27x the weights; with the threshold fixed at 1 MiB
+    it is 1.13x (benchmarks/results/gate_memory-0.5b.md, which also gives the time it costs).
+    ``DPO_HARNESS_MMAP_THRESHOLD`` sets another threshold in bytes; 0 leaves glibc's default.
+    """
+    global _allocator_set
+    if _allocator_set:
+        return
+    _allocator_set = True
+    value = int(os.environ.get("DPO_HARNESS_MMAP_THRESHOLD", str(1 << 20)) or 0)
+    lib = _libc()
+    if value > 0 and lib is not None:
+        lib.mallopt(_M_MMAP_THRESHOLD, value)
+
+
+def _trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc only; elsewhere a no-op)."""
+    lib = _libc()
+    if lib is not None and hasattr(lib, "malloc_trim"):
+        lib.malloc_trim(0)
+
+
 class HFBackend:
     """A model in this process. ``loaded`` is None when it serves only a served candidate's reference."""
 
@@ -58,6 +129,7 @@ class HFBackend:
         stats: RunnerStats | None = None,
         progress: bool = False,
     ) -> None:
+        _cpu_allocator_policy()
         self.loaded = loaded
         self.reference = reference
         self._reference_loader = reference_loader
@@ -108,6 +180,7 @@ class HFBackend:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        _trim_heap()
 
     def _candidate(self) -> Any:
         loaded = self._cand()
@@ -279,8 +352,10 @@ class HFBackend:
         order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i][0]))
         results: list[TokenScores] = [([], [])] * len(prepared)
         head = self._split_head(model, pad_id)
+        budget = SCORE_TOKENS.get(self._device(model).type, SCORE_TOKENS_ACCELERATOR)
+        lengths = [len(p[0]) for p in prepared]
         with self._bar(len(prepared), desc) as bar:
-            for batch in _batches(order, self.batch_size):
+            for batch in _budget_batches(order, lengths, self.batch_size, budget):
                 if head is not None:
                     self._score_batch_chunked(head, prepared, batch, pad_id, results)
                     bar.update(len(batch))
@@ -305,7 +380,7 @@ class HFBackend:
     # held-out text on a 151,936-row vocabulary: gigabytes, twice with a log_softmax copy).
     # The decoder's hidden states are small; the head runs on _HEAD_CHUNK positions at a time
     # and each chunk is scored in place, so memory stays one chunk of logits.
-    _HEAD_CHUNK = 256
+    _HEAD_CHUNK = 64
 
     def _split_head(self, model: Any, pad_id: int) -> tuple[Any, Any] | None:
         """(decoder, lm_head) when logits are exactly lm_head(decoder(...)), checked once."""
@@ -485,7 +560,9 @@ class HFBackend:
             pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
             order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
             head = self._split_head(model, pad_id)
-            for batch in _batches(order, self.batch_size):
+            budget = SCORE_TOKENS.get(self._device(model).type, SCORE_TOKENS_ACCELERATOR)
+            lengths = [len(c) + len(t) - 1 for c, t in items]
+            for batch in _budget_batches(order, lengths, self.batch_size, budget):
                 rows = [(items[i][0] + items[i][1])[:-1] for i in batch]
                 keep = max(len(items[i][1]) for i in batch)
                 if head is not None:
