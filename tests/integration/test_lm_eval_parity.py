@@ -124,6 +124,7 @@ def test_multiple_choice_log_likelihoods_and_scores_agree_item_by_item(
                 metric,
                 record.item_id,
             )
+    print(f"\nlm-eval parity: 158 items, max |Δ log-likelihood| = {worst:.3g}")
     assert worst < TOLERANCE, f"max |Δ log-likelihood| = {worst:.3g}"
     for metric in ("acc", "acc_norm", "acc_bytes", "exact_match"):
         assert suite.metric(metric).value == pytest.approx(
