@@ -380,7 +380,9 @@ class GateFailure(AssertionError):
         lines.append(f"  baseline:  {format_value(v.baseline, v.unit)}")
         if v.ci_low is not None and v.ci_high is not None and v.diff is not None:
             lines.append(
-                f"  paired Δ:  {v.diff:+.4g}, CI [{v.ci_low:+.4g}, {v.ci_high:+.4g}] over {v.n_items} items"
+                f"  paired Δ:  {v.diff:+.4g}, CI [{v.ci_low:+.4g}, {v.ci_high:+.4g}]"
+                + (f" ({v.ci_level * 100:.3g}%)" if v.ci_level is not None else "")
+                + f" over {v.n_items} items"
             )
         if v.margin is not None and v.verdict.value != "hard-fail":
             lines.append(f"  margin:    {v.margin:g} ({v.direction.value} is better)")

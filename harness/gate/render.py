@@ -15,6 +15,7 @@ _MARK = {
     Verdict.REGRESSED: "REGRESSED",
     Verdict.INCONCLUSIVE: "inconclusive",
     Verdict.HARD_FAIL: "HARD FAIL",
+    Verdict.UNSCORABLE: "UNSCORABLE",
     Verdict.NOT_GATED: "—",
     Verdict.SKIPPED: "skipped",
 }
@@ -24,6 +25,8 @@ def gate_rows(decision: GateDecision) -> list[list[str]]:
     rows = []
     for v in decision.verdicts:
         ci = fmt_ci(v.ci_low, v.ci_high) if v.ci_low is not None and v.ci_high is not None else ""
+        if ci and v.ci_level is not None and v.ci_level < 1:
+            ci += f" {v.ci_level * 100:.3g}%"
         delta = f"{v.diff:+.3g}" if v.diff is not None and math.isfinite(v.diff) else ""
         margin = "" if v.margin is None or v.verdict is Verdict.NOT_GATED else f"{v.margin:g}"
         rows.append(
@@ -41,7 +44,18 @@ def gate_rows(decision: GateDecision) -> list[list[str]]:
     return rows
 
 
-GATE_HEADERS = ["suite", "metric", "baseline", "candidate", "Δ", "CI of Δ", "margin", "verdict"]
+# The interval is the one each verdict was decided on, with its two-sided level: 1 - 2α for
+# pass/improved, Holm-adjusted for regressed/inconclusive (docs/gate-statistics.md).
+GATE_HEADERS = [
+    "suite",
+    "metric",
+    "baseline",
+    "candidate",
+    "Δ",
+    "CI of Δ (level)",
+    "margin",
+    "verdict",
+]
 
 
 def render_gate_markdown(decision: GateDecision) -> str:
