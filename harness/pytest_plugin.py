@@ -82,6 +82,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Where to look for baselines (default ./baselines).",
     )
     group.addoption(
+        "--dpo-policy",
+        metavar="FILE",
+        help="Gate policy file (YAML); must be the baseline's (default: the one stored with it).",
+    )
+    group.addoption(
         "--dpo-report", metavar="FILE", help="Gate this evaluation report instead of evaluating."
     )
     group.addoption(
@@ -107,7 +112,14 @@ def _usage_error(exc: Exception) -> pytest.UsageError:
 
     text = exc.render() if isinstance(exc, HarnessError) else str(exc)
     # The fixes name CLI flags; under pytest the same settings are --dpo-<flag>.
-    for flag in ("--baselines-dir", "--baseline ", "--base ", "--suite-data", "--suites"):
+    for flag in (
+        "--baselines-dir",
+        "--baseline ",
+        "--base ",
+        "--suite-data",
+        "--suites",
+        "--policy",
+    ):
         text = text.replace(flag, "--dpo-" + flag.lstrip("-"))
     return pytest.UsageError(text)
 
@@ -174,6 +186,7 @@ class DpoGate:
                     policy=policy,
                     report_file=self._opt_path("dpo_report"),
                     out_dir=self.out_dir,
+                    policy_file=self._opt_path("dpo_policy"),
                 )
             except HarnessError as exc:
                 raise _usage_error(exc) from None

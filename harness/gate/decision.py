@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from dpo_harness.evaluation.report import format_value, truncate, worst_samples
 from dpo_harness.gate.baseline import Baseline
+from dpo_harness.gate.policy_file import PolicyFile, apply_rules
 from dpo_harness.gate.stats import (
     NonInferiorityVerdict,
     holm_adjusted,
@@ -127,6 +128,9 @@ class MetricVerdict(BaseModel):
     additional_items: int | None = None
     method: str | None = None
     reason: str
+    # What the suite found about this metric (e.g. the name of a non-finite tensor), said with
+    # a blocking verdict so it reaches the printed summary and gate.md, not only report.json.
+    findings: list[str] = Field(default_factory=list)
     examples: list[Example] = Field(default_factory=list)
 
     @property
@@ -156,6 +160,9 @@ class GateDecision(BaseModel):
     baseline_checksum: str
     baseline_path: str | None = None
     policy: GatePolicy
+    # The baseline's gate policy file (per-metric margins, hard limits, gating), applied to both
+    # reports; None: the suites' own.
+    rules: PolicyFile | None = None
     verdicts: list[MetricVerdict]
     reasons: list[str]
     promoted_to: str | None = None
@@ -503,9 +510,14 @@ def gate(
     *,
     baseline_path: str | None = None,
 ) -> GateDecision:
-    """Decide promote or refuse. Pure: no model, no files (callers check compatibility first)."""
+    """Decide promote or refuse. Pure: no model, no files (callers check compatibility first).
+
+    Both reports are judged under the baseline's policy file (its compatibility key), if any.
+    """
     policy = policy or GatePolicy()
-    base_report = baseline.report
+    rules = baseline.key.policy
+    candidate = apply_rules(candidate, rules)
+    base_report = apply_rules(baseline.report, rules)
     verdicts: list[MetricVerdict] = []
     pending: dict[int, _Paired] = {}
     self_scored = candidate.provenance.reference_source == "none" and (
@@ -576,6 +588,20 @@ def gate(
             _holm_decide(paired, level, policy, v.name)
             v.reason = _reason(v, v.name, len(tested))
 
+    found = {
+        (s.name, f.metric): [
+            g.message for g in s.findings if g.metric == f.metric and g.severity != "info"
+        ]
+        for s in candidate.suites
+        for f in s.findings
+        if f.metric is not None
+    }
+    for v in verdicts:
+        messages = found.get((v.suite, v.metric), [])
+        if messages and blocks(v, policy):
+            v.findings = messages
+            v.reason = v.reason + " " + " ".join(messages)
+
     refuse = any(blocks(v, policy) for v in verdicts)
     reasons = [v.reason for v in verdicts if blocks(v, policy)]
     if not refuse:
@@ -597,6 +623,7 @@ def gate(
         baseline_checksum=baseline.checksum,
         baseline_path=baseline_path,
         policy=policy,
+        rules=rules,
         verdicts=verdicts,
         reasons=reasons,
     )

@@ -69,6 +69,9 @@ def render_gate_markdown(decision: GateDecision) -> str:
         f"- baseline: `{decision.baseline_model}` (`{decision.baseline_checksum[:23]}…`)",
         f"- policy: inconclusive → {decision.policy.inconclusive}; α = {decision.policy.alpha}; "
         f"{decision.policy.n_resamples} bootstrap resamples, seed {decision.policy.seed}; Holm across metrics",
+        f"- gate policy file (from the baseline): {decision.rules.summary()}"
+        if decision.rules is not None
+        else "- gate policy file: none (the suites' own margins and hard limits)",
         "",
         tabulate(gate_rows(decision), headers=GATE_HEADERS, tablefmt="github"),
         "",
@@ -76,6 +79,10 @@ def render_gate_markdown(decision: GateDecision) -> str:
         "",
         *[f"- {r}" for r in decision.reasons],
     ]
+    found = [(v.name, f) for v in decision.verdicts for f in v.findings]
+    if found:
+        lines += ["", "## What was found", ""]
+        lines += [f"- {name}: {f}" for name, f in found]
     worst = [v for v in decision.verdicts if v.examples]
     if worst:
         lines += ["", "## Worst items", ""]

@@ -261,6 +261,72 @@ def test_every_verdict_matches_the_interval_it_reports(
             assert not inside and not past
 
 
+def _without_values(report, metric: str, n_missing: int):
+    """``report`` with the first ``n_missing`` items of ``metric`` unscored (empty answers)."""
+    from dpo_harness.schema import MetricResult
+
+    suite = report.suites[0]
+    k = next(j for j, m in enumerate(suite.metrics) if m.name == metric)
+    old = suite.metrics[k]
+    per = {i: (None if j < n_missing else v) for j, (i, v) in enumerate(old.per_sample.items())}
+    vals = [v for v in per.values() if v is not None]
+    suite.metrics[k] = MetricResult.from_spec(
+        old.spec, sum(vals) / len(vals) if vals else None, per
+    )
+    return report
+
+
+def test_a_metric_the_candidate_gave_nothing_to_score_fails_it_never_passes_by_absence() -> None:
+    # Before issue 12 this was "skipped: no value to compare", and skipped counted as passing.
+    n = 30
+    base = make_baseline(_toy([1.0] * n, [0.5] * n))
+    cand = _without_values(_toy([1.0] * n, [0.5] * n, fingerprint="sha256:c"), "loss", n)
+    d = gate(cand, base, FAST)
+    v = d.verdict("toy::loss")
+    assert v.verdict is Verdict.UNSCORABLE and d.decision == "refuse"
+    assert "nothing scorable on 30 of the 30 items the baseline scored" in v.reason
+    assert any("toy::loss has no value to compare" in r for r in d.reasons)
+    assert [e.candidate for e in v.examples] == [None, None, None]
+    # Under any policy: an unscorable metric is a failure, not missing evidence.
+    assert gate(cand, base, GatePolicy(n_resamples=1000, inconclusive="promote")).decision == (
+        "refuse"
+    )
+    assert "UNSCORABLE" in render_gate_markdown(d)
+
+
+def test_too_few_scorable_items_fail_and_a_few_missing_are_reported() -> None:
+    n = 30
+    base = make_baseline(_toy([1.0] * n, [0.5] * n))
+    few = _without_values(_toy([1.0] * n, [0.5] * n, fingerprint="sha256:c"), "loss", 25)
+    v = gate(few, base, FAST).verdict("toy::loss")
+    assert v.verdict is Verdict.UNSCORABLE and "(5 paired, too few to compare)" in v.reason
+    some = _without_values(_toy([1.0] * n, [0.5] * n, fingerprint="sha256:c"), "loss", 4)
+    v = gate(some, base, FAST).verdict("toy::loss")
+    assert v.verdict is Verdict.PASS and v.n_items == 26 and v.n_unscored == 4
+
+
+def test_a_metric_neither_run_could_score_is_skipped_and_says_so() -> None:
+    n = 30
+    base = make_baseline(_without_values(_toy([1.0] * n, [0.5] * n), "loss", n))
+    cand = _without_values(_toy([1.0] * n, [0.5] * n, fingerprint="sha256:c"), "loss", n)
+    v = gate(cand, base, FAST).verdict("toy::loss")
+    assert v.verdict is Verdict.SKIPPED and "the baseline has none either" in v.reason
+
+
+def test_a_blocking_verdict_says_what_the_suite_found() -> None:
+    from dpo_harness.schema import Finding
+
+    n = 30
+    base = make_baseline(_toy([1.0] * n, [0.5] * n))
+    cand = _toy([1.0] * n, [0.5] * n, run=[50.0] * n, fingerprint="sha256:c")
+    found = "Parameter model.layers.1.mlp.down_proj.weight holds 1 NaN."
+    cand.suites[0].findings.append(Finding(severity="error", metric="run", message=found))
+    d = gate(cand, base, FAST)
+    v = d.verdict("toy::run")
+    assert v.verdict is Verdict.HARD_FAIL and v.findings == [found] and found in v.reason
+    assert found in render_gate_markdown(d)
+
+
 def test_reference_dependent_metric_is_skipped_when_self_scored() -> None:
     from dpo_harness.schema import Direction, MetricSpec
 
