@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dpo_harness.evaluation.responses import Responses
 from dpo_harness.evaluation.suite import Suite, SuiteContext, hash_files, register_suite
@@ -51,9 +52,13 @@ N_PARITY_PROMPTS = 8
 @register_suite
 class NumericalSuite(Suite):
     name = "numerical"
-    version = "2"
+    # v3: states what it sees in a model that answers nothing (no scoring change)
+    version = "3"
     description = "Non-finite weights, probe logits, KL from the reference, held-out bits/byte, LoRA, parity, logs."
     scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.forensics")
+    # A model that answers nothing has learnt to put its end token first; on the probes it
+    # predicts that token at (nearly) every position, which argmax_mode_share's hard limit sees.
+    on_empty_answers: ClassVar[Mapping[str, str]] = {"argmax_mode_share": "hard-fail"}
 
     def __init__(self, data_path: Path | None = None) -> None:
         super().__init__(data_path)
