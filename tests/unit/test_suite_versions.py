@@ -15,7 +15,10 @@ def test_changed_data_without_a_version_bump_is_caught(monkeypatch: pytest.Monke
     stale["adtech"]["data_hash"] = "sha256:0000000000000000"
     monkeypatch.setattr(versions, "recorded", lambda: stale)
     problems = versions.check()
-    assert problems == ["suite 'adtech' changed its data but is still version 1: bump `version`"]
+    version = stale["adtech"]["version"]
+    assert problems == [
+        f"suite 'adtech' changed its data but is still version {version}: bump `version`"
+    ]
 
 
 def test_changed_code_without_a_version_bump_blocks_update(monkeypatch: pytest.MonkeyPatch) -> None:
