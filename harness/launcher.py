@@ -24,6 +24,8 @@ from typing import Any
 
 __all__ = [
     "Distributed",
+    "apply_threads",
+    "choose_threads",
     "from_env",
     "is_main_process",
     "local_rank",
@@ -75,6 +77,49 @@ class Distributed:
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, obj, group=self.group)
         return gathered
+
+
+_CHOSEN_THREADS: int | None = None
+
+
+def choose_threads(requested: int | None = None) -> int:
+    """The CPU threads for PyTorch in this process: ``requested``, else a load-aware default.
+
+    The default matters on a shared machine: with the other core busy, two threads made demo
+    ``evaluate`` ≥ 180 s against 23.5 s with one (benchmarks/results/threads.md) — each thread
+    waits for the slowest. So: ``OMP_NUM_THREADS`` if the user set it; else the cores not
+    already busy (``os.cpu_count() - round(1-minute load average)``), at least 1, shared
+    between the processes of a launcher on this node.
+    """
+    global _CHOSEN_THREADS
+    if requested is not None:
+        return max(1, requested)
+    if _CHOSEN_THREADS is not None:
+        # Chosen once per process: later, the load average counts this process's own work.
+        return _CHOSEN_THREADS
+    env = os.environ.get("OMP_NUM_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    cpus = os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except (OSError, AttributeError):  # no load average on this platform
+        busy = 0
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    _CHOSEN_THREADS = max(1, (cpus - busy) // max(1, per_node))
+    return _CHOSEN_THREADS
+
+
+def apply_threads(requested: int | None = None) -> int:
+    """Set PyTorch's intra-op threads (see :func:`choose_threads`); returns the number used."""
+    import torch
+
+    global _CHOSEN_THREADS
+    n = choose_threads(requested)
+    _CHOSEN_THREADS = n  # later default choices in this process keep it
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
 
 
 def from_env() -> Distributed | None:

@@ -6,8 +6,9 @@ unless ``--dpo-checkpoint`` is given (``pytest -p no:dpo_harness`` switches it o
     pytest --dpo-checkpoint PATH [--dpo-baseline FILE] [--dpo-suites numerical,adtech] [--dpo-base MODEL]
 
 Every evaluation setting of the CLI is here with ``dpo-`` in front (``--dpo-batch-size``,
-``--dpo-suite-data``, ``--dpo-max-new-tokens`` …, from :mod:`dpo_harness.settings`), and so are
-the gate policy's (``--dpo-inconclusive``, ``--dpo-margin``, ``--dpo-seed``).
+``--dpo-suite-data``, ``--dpo-suite-file``, ``--dpo-max-new-tokens`` …, from
+:mod:`dpo_harness.settings`), and so are the gate policy's (``--dpo-inconclusive``,
+``--dpo-margin``, ``--dpo-seed``).
 
 With the checkpoint given, a :class:`DpoGate` object is registered as a plugin; it keeps its
 state in ``config.stash``. It runs the gate pipeline's *prepare* step at session start — a
@@ -117,8 +118,10 @@ def _usage_error(exc: Exception) -> pytest.UsageError:
         "--baseline ",
         "--base ",
         "--suite-data",
+        "--suite-file",
         "--suites",
         "--policy",
+        "--out ",
     ):
         text = text.replace(flag, "--dpo-" + flag.lstrip("-"))
     return pytest.UsageError(text)
@@ -200,12 +203,18 @@ class DpoGate:
         return self._run
 
     def _evaluate(self, progress: bool = False) -> GateRun:
+        """Load, evaluate, decide and publish; what only loading can find (weights that do not
+        fit the config, a full disk under --dpo-out) is a usage error too, never INTERNALERROR."""
+        from dpo_harness.errors import HarnessError
         from dpo_harness.gate.pipeline import execute, publish
 
         plan = self.prepare()
-        loaded = None if plan.report_file is not None else self.loaded
-        run = execute(plan, loaded=loaded, progress=progress, command="pytest --dpo-checkpoint")
-        publish(run, log=lambda _msg: None)
+        try:
+            loaded = None if plan.report_file is not None else self.loaded
+            run = execute(plan, loaded=loaded, progress=progress, command="pytest --dpo-checkpoint")
+            publish(run, log=lambda _msg: None)
+        except HarnessError as exc:
+            raise _usage_error(exc) from exc
         return run
 
     def _read_published(self) -> GateRun:
@@ -250,19 +259,23 @@ class DpoGate:
 
     def metric_names(self) -> list[tuple[str, str]]:
         """(suite, metric) for every declared metric of the gated suites — no model needed."""
-        from dpo_harness.evaluation.suite import create_suite
-
         if self.is_worker:
+            from dpo_harness.errors import HarnessError
+            from dpo_harness.evaluation.evaluate import make_suites
+
             assert self.worker_input is not None
+            # The controller chose the suites (perhaps the baseline's); the worker has the same
+            # options (data files, suite files) to build them from.
             names = list(self.worker_input["dpo_harness_suites"])
-            data = {k: Path(v) for k, v in self.worker_input["dpo_harness_suite_data"].items()}
+            try:
+                suites = make_suites(
+                    self._config_for_loading().model_copy(update={"suites": names})
+                )
+            except HarnessError as exc:
+                raise _usage_error(exc) from None
         else:
-            plan = self.prepare()
-            names = [s.name for s in plan.suites]
-            data = dict(plan.config.suite_data)
-        return [
-            (n, spec.name) for n in names for spec in create_suite(n, data.get(n)).metric_specs()
-        ]
+            suites = self.prepare().suites
+        return [(s.name, spec.name) for s in suites for spec in s.metric_specs()]
 
     # ------------------------------------------------------------------ hooks
 
@@ -279,9 +292,6 @@ class DpoGate:
         plan = self.prepare()
         node.workerinput[_WORKER_KEY] = str(run.out_dir)
         node.workerinput["dpo_harness_suites"] = [s.name for s in plan.suites]
-        node.workerinput["dpo_harness_suite_data"] = {
-            k: str(v) for k, v in plan.config.suite_data.items()
-        }
 
     @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so they apply to our items too
     def pytest_collection_modifyitems(
@@ -325,15 +335,19 @@ class DpoGate:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker or self._run is None:
             return
-        from dpo_harness.gate.render import GATE_HEADERS, gate_rows, render_gate_markdown
+        from dpo_harness.gate.render import LEGEND, gate_headers, gate_rows, render_gate_markdown
         from tabulate import tabulate
 
         decision = self._run.decision
         terminalreporter.write_sep(
             "=", f"dpo-harness gate: {decision.decision.upper()} {decision.candidate.ref}"
         )
-        terminalreporter.write_line(tabulate(gate_rows(decision), headers=GATE_HEADERS))
-        terminalreporter.write_line(f"decision: {self._run.out_dir / 'decision.json'}")
+        terminalreporter.write_line(tabulate(gate_rows(decision), headers=gate_headers(decision)))
+        terminalreporter.write_line(LEGEND)
+        terminalreporter.write_line(
+            f"decision: {self._run.out_dir / 'decision.json'}; report: "
+            f"{self._run.out_dir / 'report.html'}"
+        )
         summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary_file:
             with open(summary_file, "a", encoding="utf-8") as fh:

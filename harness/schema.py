@@ -120,6 +120,9 @@ class EvalSettings(_Strict):
 
     suites: list[str] = Field(default_factory=lambda: list(DEFAULT_SUITES))
     suite_data: dict[str, Path] = Field(default_factory=dict)
+    # YAML files declaring user suites (dpo_harness.suites.user); their suites join the default
+    # selection when ``suites`` is not given.
+    suite_files: list[Path] = Field(default_factory=list)
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_size: int = Field(default=16, ge=1, le=4096)
@@ -127,6 +130,9 @@ class EvalSettings(_Strict):
     seed: int = 0
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    # CPU threads for PyTorch; None: a load-aware default (dpo_harness.launcher.choose_threads).
+    # A runtime knob: not part of what a baseline is comparable on.
+    threads: int | None = Field(default=None, ge=1, le=1024)
 
     @field_validator("suites")
     @classmethod
@@ -155,10 +161,17 @@ ModelRole = Literal["candidate", "reference"]
 
 
 class GenerateRequest(_Frozen):
-    """Greedy generation for one prompt. Identical prompts from several suites run once."""
+    """Greedy generation for one prompt. Identical prompts from several suites run once.
+
+    A conversation is rendered with the chat template (and the system prompt); a ``str`` is
+    plain text the model continues as it stands, as lm-evaluation-harness prompts a model
+    without ``--apply_chat_template``. ``max_new_tokens`` overrides the evaluation's generation
+    length for this request (None: the evaluation's ``generation.max_new_tokens``).
+    """
 
     kind: Literal["generate"] = "generate"
-    prompt: Prompt
+    prompt: Prompt | str
+    max_new_tokens: int | None = Field(default=None, ge=1, le=8192)
 
 
 class LoglikelihoodRequest(_Frozen):
@@ -420,10 +433,17 @@ class Breakdown(_Strict):
 
 
 class SuiteIdentity(_Strict):
-    """What makes two runs of a suite comparable: its version and the hash of its data."""
+    """What makes two runs of a suite comparable: its version and the hash of its data.
+
+    A user suite (declared in a YAML file) also carries the hash of its declaration — how its
+    rows become requests and scores — since its code is not versioned with the harness; and,
+    for messages only, the file it was declared in.
+    """
 
     version: str
     data_hash: str
+    declaration_hash: str | None = None
+    declared_in: str | None = None  # informational: never compared
 
 
 class SuiteResult(_Strict):
@@ -486,6 +506,7 @@ class Provenance(_Strict):
     dtype: str
     seed: int
     batch_size: int
+    threads: int | None = None  # PyTorch CPU threads the evaluation ran with
     hostname: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     runner_stats: dict[str, int] = Field(default_factory=dict)

@@ -26,6 +26,7 @@ __all__ = [
     "eval_overrides",
     "parse_margins",
     "parse_suite_data",
+    "parse_suite_files",
     "parse_suites",
     "policy_overrides",
 ]
@@ -48,6 +49,11 @@ def parse_suite_data(values: tuple[str, ...]) -> dict[str, Path]:
             )
         out[name.strip()] = Path(path)
     return out
+
+
+def parse_suite_files(values: tuple[str, ...]) -> list[Path]:
+    """Suite files in the order given (a file given twice is read once)."""
+    return [Path(v) for v in dict.fromkeys(values)]
 
 
 def parse_margins(values: tuple[str, ...]) -> dict[str, float]:
@@ -107,6 +113,14 @@ EVAL_OPTIONS: tuple[OptionSpec, ...] = (
         parse=parse_suite_data,
     ),
     OptionSpec(
+        "--suite-file",
+        "suite_files",
+        "Evaluate the suites declared in this YAML file (a suites file or an lm-eval task; repeatable).",
+        kind="multiple",
+        metavar="FILE",
+        parse=parse_suite_files,
+    ),
+    OptionSpec(
         "--base",
         "base",
         "Reference model for KL and answer perplexity (default: an adapter's base).",
@@ -134,6 +148,12 @@ EVAL_OPTIONS: tuple[OptionSpec, ...] = (
         metavar="TEXT",
     ),
     OptionSpec("--eval-seed", "seed", "Seed of the evaluation (default 0).", kind="int"),
+    OptionSpec(
+        "--threads",
+        "threads",
+        "CPU threads for PyTorch (default: the cores not already busy; OMP_NUM_THREADS wins).",
+        kind="int",
+    ),
     OptionSpec(
         "--allow-pickle",
         "allow_pickle",

@@ -4,6 +4,9 @@
 - ``repetition`` — repetition and degeneration of generated text
 - ``fluency``    — Japanese fluency of generated text
 - ``adtech``     — AdTech domain accuracy
+
+Suites of your own are declared in YAML and built by :mod:`dpo_harness.suites.user` (never
+registered here: each is an instance built from its file).
 """
 
 from dpo_harness.suites.adtech import AdtechSuite

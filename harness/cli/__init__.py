@@ -10,6 +10,7 @@ import sys
 
 import click
 from dpo_harness import __version__
+from dpo_harness.cli import common
 from dpo_harness.cli.baseline import baseline
 from dpo_harness.cli.common import quiet_libraries
 from dpo_harness.cli.demo import calibrate, demo
@@ -22,8 +23,20 @@ __all__ = ["cli", "main"]
 
 @click.group()
 @click.version_option(__version__, prog_name="dpo-harness")
-def cli() -> None:
-    """Evaluate fine-tuned language models, gate them against a baseline, train with guards."""
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Print tracebacks instead of one-line errors (also DPO_HARNESS_DEBUG=1).",
+)
+def cli(debug: bool) -> None:
+    """Evaluate fine-tuned language models, gate them against a baseline, train with guards.
+
+    Exit codes: 0 passed / promoted, 1 a hard limit failed, the gate refused or training was
+    stopped, 2 bad input (one line: the cause and a fix), 3 an internal error (a bug: the path of
+    a crash log is printed).
+    """
+    if debug:
+        common.DEBUG = True
     quiet_libraries()
 
 

@@ -16,14 +16,15 @@ from dpo_harness.cli.common import (
     eval_options,
     run_guarded,
 )
-from dpo_harness.errors import EXIT_OK, BadInputError
+from dpo_harness.errors import EXIT_OK, BadInputError, HarnessError
 from dpo_harness.evaluation.report import format_value
-from dpo_harness.files import atomic_write_text
+from dpo_harness.files import atomic_write_text, write_outputs
 from dpo_harness.gate.baseline import (
     Baseline,
     SavedBaseline,
     baselines_dir,
     check_writable,
+    key_of,
     load_baseline,
     replace_baseline,
     slug_for,
@@ -138,7 +139,7 @@ def create(
                 f"a baseline already exists: {target}",
                 f"use `dpo-harness baseline update {config.checkpoint}` to replace it with a report",
             )
-        check_writable(directory)
+        check_writable(directory, slug=target.stem)
         rules = _policy(config, policy_file)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
@@ -178,13 +179,22 @@ def update(
                 f"no baseline to update at {target}",
                 f"create it with: dpo-harness baseline create {config.checkpoint}",
             )
-        load_baseline(target)  # a corrupt baseline is reported before the evaluation
-        check_writable(directory)
+        current = load_baseline(target)  # a corrupt baseline is reported before the evaluation
+        check_writable(directory, slug=target.stem)
         rules = _policy(config, policy_file)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline and its report
         _check_base(report, rules, config)
+        if reason is None and _unchanged(current, report, rules):
+            # A tracked baseline is not rewritten (new timestamp, new checksum) for nothing.
+            n = sum(len(s.metrics) for s in report.suites)
+            click.echo(
+                f"nothing changed: 0 of {n} metrics moved, every per-item score and the "
+                f"compatibility key are identical; {target} left as it is "
+                "(pass --reason to record this reproducibility check anyway)"
+            )
+            return EXIT_OK
         # The baseline actually replaced is read under the write lock: with two concurrent
         # updates, the second one's report compares against the first one's result.
         saved, stored = _write(
@@ -211,21 +221,46 @@ def update(
             new_label=f"{path} ({stored.created_at}, {stored.checksum[:19]}…)",
         )
         report_path = directory / "reports" / f"{slug_for(stored.base_model)}-{stamp}.md"
-        atomic_write_text(report_path, md)
+        from dpo_harness.reports.html import render_baseline_update_html
+
+        try:
+            write_outputs(
+                report_path.parent,
+                {
+                    report_path.name: md,
+                    report_path.with_suffix(".html").name: render_baseline_update_html(
+                        old, stored, rows
+                    ),
+                },
+                what="the baseline update report",
+            )
+        except HarnessError as exc:
+            raise BadInputError(
+                f"{exc.cause} (the baseline itself was written to {path})", exc.fix
+            ) from exc
         click.echo(md)
         click.echo(_power_table(stored))
         click.echo(
-            f"\nbaseline written to {path}; previous kept at {previous}; report at {report_path}"
+            f"\nbaseline written to {path}; previous kept at {previous}; report at {report_path} "
+            f"and {report_path.with_suffix('.html')}"
         )
         return EXIT_OK
 
     sys.exit(run_guarded(body))
 
 
-def _generation_text(b: Baseline) -> str:
-    g = b.key.generation
-    prompt = f"system prompt {g.system_prompt!r}" if g.system_prompt else "no system prompt"
-    return f"greedy, max_new_tokens {g.max_new_tokens}, {prompt}"
+def _unchanged(old: Baseline, report: EvalReport, rules: PolicyFile | None) -> bool:
+    """The same base, the same compatibility key (policy file included) and no metric or item moved."""
+    return (
+        old.base_fingerprint == report.provenance.model.fingerprint
+        and old.key == key_of(report, rules)
+        and not any(
+            row.flag
+            for row in compare_reports(
+                apply_rules(old.report, old.key.policy), apply_rules(report, rules)
+            )
+        )
+    )
 
 
 def _power_table(b: Baseline) -> str:
@@ -301,7 +336,8 @@ def _summary(b: Baseline) -> str:
             f"fingerprint: {b.base_fingerprint}",
             f"created:     {b.created_at} ({b.reason})",
             f"checksum:    {b.checksum}",
-            f"generation:  {_generation_text(b)}",
+            "generation:  "
+            + ", ".join(f"{k}={v}" for k, v in b.key.generation.model_dump().items()),
             "policy file: "
             + (
                 rules.summary()
@@ -316,28 +352,27 @@ def _summary(b: Baseline) -> str:
 
 
 @baseline.command("show")
-@click.argument("file", required=False)
+@click.argument("file", required=False, type=click.Path(path_type=Path))
 @baselines_dir_option
-def show(file: str | None, baselines_dir_opt: Path | None = None) -> None:
-    """Show one baseline (a file, or a model's name), or list all of them.
+def show(file: Path | None, baselines_dir_opt: Path | None = None) -> None:
+    """Show one baseline (a file, or a model name as `baseline update` takes), or list all.
 
     For one baseline: its metrics, and per gated metric what the gate can see with its items
     (the regression it can detect, the false refusals it risks) and where a margin is finer
     than its items can resolve.
+
+    \b
+    Example: dpo-harness baseline show demo
     """
 
     def body() -> int:
         directory = baselines_dir(baselines_dir_opt)
         if file is not None:
-            path = Path(file)
-            if not path.is_file() and (directory / f"{slug_for(file)}.json").is_file():
-                path = directory / f"{slug_for(file)}.json"
-            if not path.is_file():
-                raise BadInputError(
-                    f"no baseline file {file} (nor {directory / (slug_for(file) + '.json')})",
-                    "pass a baseline file or a model name; list them with: dpo-harness baseline show",
-                )
-            click.echo(_summary(load_baseline(path)))
+            # A model name (as `baseline update demo` takes) means its file in the directory.
+            named = directory / f"{slug_for(str(file))}.json"
+            click.echo(
+                _summary(load_baseline(named if not file.exists() and named.is_file() else file))
+            )
             return EXIT_OK
         files = sorted(directory.glob("*.json")) if directory.is_dir() else []
         if not files:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from dpo_harness.errors import HarnessError
+from dpo_harness.errors import EXIT_INTERNAL, HarnessError
 from dpo_harness.files import load_config_file, validate_config
 from dpo_harness.launcher import is_main_process
 from dpo_harness.schema import EvalConfig
@@ -45,6 +45,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Raised inside transformers/peft on every PEFT model construction; nothing a user can act on.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    # torch's weights-only unpickler on any --allow-pickle file written with protocol > 2.
+    warnings.filterwarnings("ignore", message="Detected pickle protocol")
     try:
         from transformers.utils import logging as hf_logging
 
@@ -63,18 +65,69 @@ def default_out(prefix: str) -> Path:
     return Path("runs") / f"{prefix}-{stamp}"
 
 
+# Set by `dpo-harness --debug` (or DPO_HARNESS_DEBUG=1): print tracebacks, not one-line errors.
+DEBUG = os.environ.get("DPO_HARNESS_DEBUG") == "1"
+
+
+def crash_log(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected exception where a bug report can pick it up."""
+    import platform
+    import sys
+    import traceback
+
+    from dpo_harness import __version__
+    from dpo_harness.files import cache_dir
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")  # two crashes in one second: two logs
+    path = cache_dir() / "crashes" / f"{stamp}-{os.getpid()}.log"
+    text = (
+        f"dpo-harness {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+        f"command: {' '.join(sys.argv)}\n\n"
+        + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        return None
+    return path
+
+
 def run_guarded(fn: Callable[[], int]) -> int:
-    """Run a command body; user-facing errors become one line and an exit code."""
+    """Run a command body; every error becomes one line and an exit code (0 / 1 / 2 / 3).
+
+    A :class:`HarnessError` (something the user can correct) prints its cause and fix, exit 2
+    (or its own code). Anything else is a bug in dpo-harness: one "internal error" line, the
+    path of a crash log with the traceback, exit 3 — never 1, which means "the gate refused".
+    With ``--debug`` the traceback is printed (for a HarnessError, of what caused it).
+    """
+    import traceback
+
     try:
         return fn()
     except HarnessError as exc:
         # Under a launcher every process meets the same bad input; one copy of the message is enough.
         if is_main_process():
+            if DEBUG:
+                traceback.print_exception(type(exc), exc, exc.__traceback__)
             echo_err(exc.render())
         return exc.exit_code
     except KeyboardInterrupt:
         echo_err("interrupted")
         return 130
+    except Exception as exc:
+        if DEBUG:
+            raise
+        where = crash_log(exc)
+        if is_main_process():
+            first = (str(exc).splitlines() or [""])[0][:200]
+            echo_err(f"internal error: {type(exc).__name__}: {first}")
+            echo_err(
+                "  this is a bug in dpo-harness, not in your input; "
+                + (f"the traceback is in {where}" if where else "rerun with --debug to see it")
+                + " — please report it"
+            )
+        return EXIT_INTERNAL
 
 
 def baselines_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:

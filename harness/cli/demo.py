@@ -30,7 +30,11 @@ def demo() -> None:
 )
 @click.option("--quiet", is_flag=True)
 def demo_build(out: Path | None, steps: int | None, quiet: bool) -> None:
-    """Rebuild the demo tokenizer and model deterministically from the shipped corpus."""
+    """Rebuild the demo tokenizer and model deterministically from the shipped corpus.
+
+    \b
+    Example: dpo-harness demo build --out /tmp/demo-model
+    """
 
     def body() -> int:
         from dataclasses import replace
@@ -59,11 +63,16 @@ def demo_variant(kind: str, out: Path, steps: int) -> None:
 
     nan: one NaN weight (the seed run); bang: answers "！！！！…"; english / chinese: answers in the
     wrong language; empty: answers nothing (the end token first).
+
+    \b
+    Example: dpo-harness demo variant bang --out /tmp/bang && dpo-harness gate /tmp/bang --base demo
     """
 
     def body() -> int:
         from dpo_harness.demo.variants import make_variant
+        from dpo_harness.files import check_output_dir
 
+        check_output_dir(out)
         if out.exists() and any(out.iterdir()):
             raise BadInputError(f"{out} exists and is not empty", "choose a new --out directory")
         make_variant(kind, out, steps=steps)
@@ -84,7 +93,11 @@ def demo_variant(kind: str, out: Path, steps: int) -> None:
     help="Also score broken demo models.",
 )
 def calibrate(out: Path, with_variants: bool) -> None:
-    """Measure the text suites on the demo base, human Japanese and degenerate outputs."""
+    """Measure the text suites on the demo base, human Japanese and degenerate outputs.
+
+    \b
+    Example: dpo-harness calibrate --out docs/calibration.md
+    """
 
     def body() -> int:
         import tempfile

@@ -30,15 +30,21 @@ def evaluate(checkpoint: str | None, out: Path | None, quiet: bool, **kw: Any) -
     """Evaluate CHECKPOINT (default: the embedded demo model) on every suite.
 
     CHECKPOINT is a model directory, a PEFT adapter directory, a Trainer checkpoint-N directory,
-    or a hub id. Writes report.json (with per-sample results) and report.md to --out.
+    or a hub id. Writes report.json (with per-sample results), report.md and report.html to
+    --out. Exit 0 every hard limit holds, 1 one fails, 2 bad input.
+
+    \b
+    Example: dpo-harness evaluate runs/my-run/checkpoint-800 --suites numerical,repetition
     """
 
     def body() -> int:
         from dpo_harness.evaluation.evaluate import evaluate as run_eval
+        from dpo_harness.files import check_output_dir
         from dpo_harness.launcher import process_group
 
         config = build_eval_config(checkpoint, **kw)
         out_dir = out or default_out("eval")
+        check_output_dir(out_dir)  # an --out that cannot be written fails now, not after the work
         with process_group() as dist:
             report = run_eval(
                 config,
@@ -57,41 +63,70 @@ def evaluate(checkpoint: str | None, out: Path | None, quiet: bool, **kw: Any) -
 
 def _write_evaluation(report: Any, out_dir: Path, code: int) -> int:
     from dpo_harness.evaluation.report import render_markdown, render_table
-    from dpo_harness.files import atomic_write_text, write_model_file
+    from dpo_harness.files import write_outputs
+    from dpo_harness.reports.html import render_eval_html
 
-    write_model_file(out_dir / "report.json", report)
-    atomic_write_text(out_dir / "report.md", render_markdown(report))
-    click.echo(render_table(report))
+    click.echo(render_table(report))  # the result is shown even if it cannot be written
+    write_outputs(
+        out_dir,
+        {
+            "report.json": report.model_dump_json(indent=2) + "\n",
+            "report.md": render_markdown(report),
+            "report.html": render_eval_html(report),
+        },
+        what="the evaluation report",
+    )
     total = report.provenance.timings.get("total", 0)
-    click.echo(f"\nreport: {out_dir / 'report.json'}  ({total:.1f} s)")
+    click.echo(f"\nreport: {out_dir / 'report.json'}, {out_dir / 'report.html'}  ({total:.1f} s)")
     return code
 
 
 @click.command("suites")
-def list_suites() -> None:
-    """List the available suites and their metrics."""
+@click.option(
+    "--suite-file",
+    "suite_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Also list the suites declared in this YAML file (repeatable).",
+)
+def list_suites(suite_files: tuple[Path, ...]) -> None:
+    """List the available suites and their metrics (with --suite-file, your own suites too).
+
+    \b
+    Example: dpo-harness suites --suite-file my_suites.yaml
+    """
 
     def body() -> int:
-        from dpo_harness.evaluation.suite import available_suites
+        from dpo_harness.evaluation.suite import Suite, available_suites
+        from dpo_harness.suites.user.loader import load_suite_files
         from tabulate import tabulate
 
+        suites: list[tuple[Suite, str]] = [
+            (cls(None), "") for _, cls in sorted(available_suites().items())
+        ]
+        for user in load_suite_files(list(dict.fromkeys(suite_files))).values():
+            suites.append((user, str(user.declared_in)))
         rows = []
-        for name, cls in sorted(available_suites().items()):
-            suite = cls(None)
+        for suite, declared_in in suites:
             for spec in suite.metric_specs():
                 rows.append(
                     [
-                        f"{name} v{cls.version}",
+                        f"{suite.name} v{suite.version}",
                         spec.name,
                         spec.direction.value,
                         spec.unit,
                         spec.hard_limit_text(),
                         "" if spec.margin is None else f"{spec.margin:g}",
+                        declared_in,
                     ]
                 )
-        click.echo(
-            tabulate(rows, headers=["suite", "metric", "direction", "unit", "hard limit", "margin"])
-        )
+        headers = ["suite", "metric", "direction", "unit", "hard limit", "margin"]
+        if suite_files:
+            headers.append("declared in")
+        else:
+            rows = [row[:-1] for row in rows]
+        click.echo(tabulate(rows, headers=headers))
         return EXIT_OK
 
     sys.exit(run_guarded(body))
@@ -105,6 +140,7 @@ def verify(directory: Path) -> None:
     Re-hashes every file recorded in DIRECTORY/decision.json at promotion time. Exit 0 when all
     match, 1 when a file changed, went missing or appeared, 2 when DIRECTORY is not a promotion.
 
+    \b
     Example: dpo-harness verify runs/demo-dpo-20261201-120000/promoted
     """
 

@@ -79,6 +79,7 @@ def gate_command(
     checked first (the baseline is this base's, the promote target loses nothing, margins name
     real metrics).
 
+    \b
     Example: dpo-harness gate runs/my-run/final --promote-to models/candidate
     """
 
@@ -111,13 +112,7 @@ def gate_command(
                 # Same responses, same seeded statistics: the main process's decision, which it
                 # alone publishes and prints.
                 return EXIT_OK if run.decision.decision == "promote" else EXIT_FAILED
-            local = Path(candidate)
-            decision = publish(
-                run,
-                promote_to=promote_to,
-                candidate_dir=local if local.is_dir() else None,
-                log=echo_err,
-            )
+            decision = publish(run, promote_to=promote_to, log=echo_err)
         _print(decision, candidate, plan.out_dir)
         return EXIT_OK if decision.decision == "promote" else EXIT_FAILED
 
@@ -125,15 +120,14 @@ def gate_command(
 
 
 def _print(decision: Any, candidate: str, out_dir: Path) -> None:
-    from dpo_harness.gate.render import GATE_HEADERS, gate_rows
+    from dpo_harness.gate.render import LEGEND, gate_headers, gate_rows, summary_lines
     from tabulate import tabulate
 
-    click.echo(tabulate(gate_rows(decision), headers=GATE_HEADERS))
+    click.echo(tabulate(gate_rows(decision), headers=gate_headers(decision)))
+    click.echo(LEGEND)
     click.echo("")
-    for note in decision.notes:
-        click.echo(f"! {note}")
-    for r in decision.reasons:
-        click.echo(f"- {r}")
+    for line in summary_lines(decision, report_html=str(out_dir / "report.html")):
+        click.echo(line)
     verdict = "PROMOTE" if decision.decision == "promote" else "REFUSE"
     click.echo(f"\n{verdict}: {candidate}  (decision: {out_dir / 'decision.json'})")
     if decision.promoted_to:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -25,9 +26,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dpo_harness.files import atomic_write_text, read_jsonl
+from dpo_harness.errors import BadInputError
+from dpo_harness.files import atomic_write_text, exchange_paths, read_jsonl, writing
 
-__all__ = ["CHATML_TEMPLATE", "DemoBuildConfig", "build_demo", "corpus_path", "load_corpus"]
+__all__ = [
+    "CHATML_TEMPLATE",
+    "DemoBuildConfig",
+    "build_demo",
+    "check_build_target",
+    "corpus_path",
+    "load_corpus",
+]
 
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
@@ -98,6 +107,73 @@ def _train_tokenizer(texts: list[str], vocab_size: int) -> Any:
     return fast
 
 
+def check_build_target(out_dir: Path) -> None:
+    """Refuse an ``--out`` a build would destroy: only a new or empty directory, or an earlier
+    demo build (``build_info.json`` and files only), is replaced. Checked before training."""
+    out_dir = Path(out_dir)
+    if out_dir.is_symlink():
+        raise BadInputError(
+            f"--out {out_dir} is a symbolic link; a build replaces a directory, not a link",
+            "pass the real directory, or a new path",
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(
+            f"--out {out_dir} is an existing file; nothing was changed", "choose a new directory"
+        )
+    if Path(os.path.abspath(out_dir)) in (Path.cwd(), Path(Path.cwd().anchor)):
+        raise BadInputError(
+            f"--out {out_dir} is the current (or root) directory; a build replaces its target",
+            "pass a new directory, e.g. --out demo-model/",
+        )
+    if out_dir.is_dir():
+        entries = list(out_dir.iterdir())
+        earlier_build = (out_dir / "build_info.json").is_file() and all(
+            e.is_file() and not e.is_symlink() for e in entries
+        )
+        if entries and not earlier_build:
+            raise BadInputError(
+                f"--out {out_dir} holds files that are not an earlier demo build; nothing was "
+                "changed",
+                "choose a new or empty directory",
+            )
+    from dpo_harness.files import check_output_dir
+
+    check_output_dir(out_dir)
+
+
+def _swap_into_place(out_dir: Path, save: Callable[[Path], None]) -> None:
+    """``save`` into a hidden sibling, then swap it with ``out_dir`` — under a lock, after
+    removing what killed builds left. A kill at any moment leaves the old build or the new one."""
+    from filelock import FileLock
+
+    parent = out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(parent / f".{out_dir.name}.lock"), timeout=600):
+        replaced = sorted(parent.glob(f".{out_dir.name}.replaced-*"))
+        if not out_dir.exists() and replaced:  # killed between the two fallback renames
+            os.replace(replaced.pop(), out_dir)
+        for leftover in [*parent.glob(f".{out_dir.name}.build-*"), *replaced]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        check_build_target(out_dir)  # again, under the lock
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=parent))
+        try:
+            os.chmod(tmp, 0o755)
+            save(tmp)
+            if not out_dir.exists():
+                os.replace(tmp, out_dir)
+                return
+            if exchange_paths(tmp, out_dir):
+                old = tmp  # the earlier build now lives at the temporary name
+            else:
+                old = parent / f".{out_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+                os.replace(out_dir, old)
+                os.replace(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _render(tokenizer: Any, conv: list[dict[str, str]]) -> str:
     return str(tokenizer.apply_chat_template(conv, tokenize=False))
 
@@ -116,6 +192,8 @@ def build_demo(
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     cfg = config or DemoBuildConfig()
+    out_dir = Path(out_dir)
+    check_build_target(out_dir)  # before minutes of training
     started = time.perf_counter()
     # Determinism: fixed seeds and a fixed thread count (CPU reduction order depends on it).
     # torch.use_deterministic_algorithms is not needed for these CPU kernels and costs 4x.
@@ -196,30 +274,23 @@ def build_demo(
             eos_token_id=im_end, pad_token_id=end_id, do_sample=False, max_new_tokens=128
         )
         final_loss = sum(losses[-50:]) / len(losses[-50:])
-        tmp = Path(
-            tempfile.mkdtemp(
-                prefix=".demo-build-", dir=out_dir.parent if out_dir.parent.exists() else None
-            )
-        )
-        try:
+        summary = {
+            "build_config": asdict(cfg),
+            "corpus_conversations": len(convs),
+            "corpus_tokens": len(stream),
+            "parameters": n_params,
+            "final_loss": round(final_loss, 4),
+            "seconds": round(time.perf_counter() - started, 1),
+            "torch": torch.__version__,
+        }
+
+        def save(tmp: Path) -> None:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            summary = {
-                "build_config": asdict(cfg),
-                "corpus_conversations": len(convs),
-                "corpus_tokens": len(stream),
-                "parameters": n_params,
-                "final_loss": round(final_loss, 4),
-                "seconds": round(time.perf_counter() - started, 1),
-                "torch": torch.__version__,
-            }
             atomic_write_text(tmp / "build_info.json", json.dumps(summary, indent=2) + "\n")
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            tmp.rename(out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        with writing(out_dir, "the demo model"):
+            _swap_into_place(out_dir, save)
         log(
             f"demo model written to {out_dir} (final loss {final_loss:.3f}, {summary['seconds']} s)"
         )

@@ -11,7 +11,7 @@ import datetime as _dt
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 from dpo_harness import __version__
@@ -19,15 +19,20 @@ from dpo_harness.errors import BadInputError
 from dpo_harness.evaluation import measure
 from dpo_harness.evaluation.loading import LoadedModel, ResolvedModel, load_model, resolve_model
 from dpo_harness.evaluation.runner import ModelRunner
-from dpo_harness.evaluation.suite import Suite, SuiteContext, create_suite
-from dpo_harness.launcher import Distributed
+from dpo_harness.evaluation.suite import (
+    USER_SUITES_DOC,
+    Suite,
+    SuiteContext,
+    available_suites,
+    create_suite,
+)
+from dpo_harness.launcher import Distributed, apply_threads
 from dpo_harness.schema import (
     EvalConfig,
     EvalReport,
     EvalSettings,
     Provenance,
     ReferenceSource,
-    SuiteIdentity,
     SuiteResult,
 )
 
@@ -39,6 +44,7 @@ __all__ = [
     "load_from_config",
     "load_reference",
     "make_suites",
+    "reference_loaders",
 ]
 
 _LIBRARIES = (
@@ -64,15 +70,64 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def make_suites(config: EvalSettings) -> list[Suite]:
-    """The configured suites (with their data files), before any model is loaded."""
-    unknown_data = set(config.suite_data) - set(config.suites)
-    if unknown_data:
+def make_suites(
+    config: EvalSettings, *, declared_elsewhere: Mapping[str, str] | None = None
+) -> list[Suite]:
+    """The configured suites (with their data), before any model is loaded.
+
+    Suites declared in ``config.suite_files`` join the default selection when no suite list is
+    given; a name that is neither registered nor declared, and ``--suite-data`` for a suite
+    that is not selected, not a suite at all, or a user suite, are refused with the fix.
+    ``declared_elsewhere``: user suites a baseline knows, by the file they were declared in
+    (named in the fix when that file is not given).
+    """
+    from dpo_harness.suites.user.loader import load_suite_files
+
+    declared = load_suite_files(config.suite_files)
+    names = list(config.suites)
+    if "suites" not in config.model_fields_set:
+        names += [n for n in declared if n not in names]
+    registered = available_suites()
+    for name in sorted(set(config.suite_data) - set(names)):
+        if name in registered or name in declared:
+            raise BadInputError(
+                f"--suite-data names suite {name!r}, which is not selected "
+                f"(--suites {','.join(names)})",
+                f"add {name} to --suites, or drop --suite-data {name}=…",
+            )
         raise BadInputError(
-            f"--suite-data names suite(s) not selected: {', '.join(sorted(unknown_data))}",
-            "select the suite with --suites, or fix the name",
+            f"--suite-data names {name!r}, which is not a suite: --suite-data gives a built-in "
+            f"suite ({', '.join(sorted(registered))}) another data file of that suite's format",
+            f"to evaluate a data set of your own, declare a suite named {name!r} in a suites "
+            f"YAML file and pass --suite-file FILE ({USER_SUITES_DOC})",
         )
-    return [create_suite(name, config.suite_data.get(name)) for name in config.suites]
+    suites: list[Suite] = []
+    for name in names:
+        user = declared.get(name)
+        if user is None:
+            origin = (declared_elsewhere or {}).get(name)
+            if name not in registered and origin is not None:
+                raise BadInputError(
+                    f"suite {name!r} is a user suite (the baseline's was declared in {origin}), "
+                    "and no suite file given declares it",
+                    f"pass its suites file: --suite-file {origin}",
+                )
+            if name not in registered and config.suite_files:
+                raise BadInputError(
+                    f"unknown suite {name!r}: not built in, installed or declared in "
+                    f"{', '.join(map(str, config.suite_files))}",
+                    f"choose from: {', '.join([*sorted(registered), *declared])}",
+                )
+            suites.append(create_suite(name, config.suite_data.get(name)))
+        elif name in config.suite_data:
+            raise BadInputError(
+                f"--suite-data names user suite {name!r}, whose data is declared in "
+                f"{user.declared_in}",
+                f"change the suite's data in {user.declared_in} (and its version)",
+            )
+        else:
+            suites.append(user)
+    return suites
 
 
 def load_from_config(
@@ -82,6 +137,7 @@ def load_from_config(
     base: str | None = None,
 ) -> LoadedModel:
     """Load ``ref`` (default: the config's checkpoint) with the config's device, dtype and trust flags."""
+    apply_threads(config.threads)
     if not isinstance(ref, ResolvedModel):
         if ref is None and isinstance(config, EvalConfig):
             ref = config.checkpoint
@@ -102,6 +158,26 @@ def load_reference(config: EvalConfig, loaded: LoadedModel) -> LoadedModel | Non
     return None
 
 
+def reference_loaders(
+    config: EvalSettings,
+    loaded: LoadedModel,
+    candidate: ResolvedModel | None,
+    base: str | ResolvedModel | None,
+) -> tuple[Callable[[], LoadedModel] | None, Callable[[], LoadedModel] | None]:
+    """(reference loader, candidate loader) for one model resident at a time, or (None, None).
+
+    A full-model candidate with a separate base: the runner loads the base only after the
+    candidate's last request and releases the candidate first, so peak memory is one model.
+    An adapter's reference is the adapter switched off (nothing to load); without a base there
+    is no reference. The candidate loader lets the runner bring the candidate back if a later
+    request needs it (none of the built-in suites does).
+    """
+    if loaded.is_adapter or base is None:
+        return None, None
+    cand = candidate if candidate is not None else resolve_model(loaded.spec.ref)
+    return (lambda: load_from_config(config, base)), (lambda: load_from_config(config, cand))
+
+
 def evaluate(
     config: EvalConfig,
     *,
@@ -117,13 +193,17 @@ def evaluate(
     """
     t0 = time.perf_counter()
     suites = make_suites(config)  # bad suite names fail before any model is loaded
-    loaded = load_from_config(config, base=config.base)
-    reference = load_reference(config, loaded)
+    candidate = resolve_model(
+        config.checkpoint, base_override=config.base, allow_pickle=config.allow_pickle
+    )
+    loaded = load_from_config(config, candidate)
     load_s = time.perf_counter() - t0
+    loaders = reference_loaders(config, loaded, candidate, config.base)
     report = evaluate_loaded(
         loaded,
         config,
-        reference=reference,
+        reference_loader=loaders[0],
+        candidate_loader=loaders[1],
         suites=suites,
         progress=progress,
         log=log,
@@ -135,10 +215,15 @@ def evaluate(
     return report
 
 
-def _reference_source(loaded: LoadedModel, reference: LoadedModel | None) -> ReferenceSource:
+def _reference_source(
+    loaded: LoadedModel, reference: LoadedModel | None, *, lazy: bool = False
+) -> ReferenceSource:
+    """Where the reference came from. ``lazy``: a base was given to be loaded on demand; it is
+    still the reference when no request needed it (e.g. every answer empty, so there was no
+    answer to score under it), and the gate must not read that as "scored by itself"."""
     if reference is loaded:
         return "self"
-    if reference is not None:
+    if reference is not None or lazy:
         return "base-option"
     return "adapter-disabled" if loaded.is_adapter else "none"
 
@@ -153,8 +238,15 @@ def evaluate_loaded(
     log: Callable[[str], None] | None = None,
     command: str | None = None,
     distributed: Distributed | None = None,
+    reference_loader: Callable[[], LoadedModel] | None = None,
+    candidate_loader: Callable[[], LoadedModel] | None = None,
 ) -> EvalReport:
-    """Evaluate an already loaded model (used by training loops and tests)."""
+    """Evaluate an already loaded model (used by training loops and tests).
+
+    ``reference`` is a model loaded beside the candidate; ``reference_loader`` (with
+    ``candidate_loader``) loads it only when needed, one model resident at a time
+    (:func:`reference_loaders`).
+    """
     import torch
 
     quiet_rank = distributed is not None and not distributed.is_main
@@ -164,6 +256,8 @@ def evaluate_loaded(
     runner = ModelRunner(
         loaded,
         reference=reference,
+        reference_loader=reference_loader,
+        candidate_loader=candidate_loader,
         batch_size=config.batch_size,
         generation=config.generation,
         progress=progress,
@@ -199,6 +293,7 @@ def evaluate_loaded(
         timings[f"score.{s.name}"] = res.seconds
         results.append(res)
 
+    reference = reference if reference is not None else runner.reference
     ref_info = reference.info if reference is not None else loaded.base_info
     prov = Provenance(
         harness_version=__version__,
@@ -206,8 +301,8 @@ def evaluate_loaded(
         command=command,
         model=loaded.info,
         reference=ref_info,
-        reference_source=_reference_source(loaded, reference),
-        suites={s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites},
+        reference_source=_reference_source(loaded, reference, lazy=reference_loader is not None),
+        suites={s.name: s.identity() for s in suites},
         generation=config.generation,
         measurement_version=measure.MEASUREMENT_VERSION,
         libraries=library_versions(),
@@ -215,6 +310,7 @@ def evaluate_loaded(
         dtype=str(loaded.dtype).removeprefix("torch."),
         seed=config.seed,
         batch_size=config.batch_size,
+        threads=torch.get_num_threads(),
         hostname=platform.node() or None,
         timings=timings,
         runner_stats=runner.stats.as_dict(),

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dpo_harness.errors import HarnessError
-from dpo_harness.files import atomic_write_text
+from dpo_harness.files import atomic_write_text, cache_dir
 from filelock import FileLock
 
 __all__ = ["cache_dir", "file_digest", "files_fingerprint", "tensors_fingerprint", "text_hash"]
@@ -28,13 +28,6 @@ __all__ = ["cache_dir", "file_digest", "files_fingerprint", "tensors_fingerprint
 _CHUNK = 8 << 20
 _MAX_ENTRIES = 4096
 _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("DPO_HARNESS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dpo_harness"
-    )
-    return Path(root)
 
 
 def text_hash(text: str) -> str:

@@ -26,11 +26,16 @@ from dpo_harness.schema import CheckpointKind, ModelInfo
 
 __all__ = [
     "DEMO_ALIASES",
+    "DEMO_HUB_ID",
     "CheckpointSpec",
     "LoadedModel",
     "ResolvedModel",
+    "chat_template_error",
+    "check_chat_template",
+    "check_safetensors",
     "checkpoint_fingerprint",
     "demo_model_dir",
+    "hub_id_of",
     "load_checkpoint",
     "load_model",
     "resolve_checkpoint",
@@ -38,18 +43,46 @@ __all__ = [
     "resolve_dtype",
     "resolve_model",
     "tokenizer_identity",
+    "wrap_checkpoint_in_memory",
     "wrap_in_memory",
 ]
 
 DEMO_ALIASES = ("demo", "dpo-harness/demo")
+# The demo base model's hub-style id: what a model card and a promoted adapter_config.json
+# name it by (the loader resolves it to the embedded demo, offline).
+DEMO_HUB_ID = "dpo-harness/demo"
 _ADAPTER_SAFE = "adapter_model.safetensors"
 _ADAPTER_PICKLE = "adapter_model.bin"
 _LOCALISH = re.compile(r"^(\.{1,2}/|/|~)|[\\]|/.*/|/$")
+_HUB_CACHE = re.compile(r"(?:^|/)models--([^/]+?)--([^/]+)/snapshots/[^/]+/?$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def demo_model_dir() -> Path:
     """The embedded demo model that ships inside the package."""
     return Path(__file__).resolve().parents[1] / "demo" / "model"
+
+
+def hub_id_of(ref: str | None) -> str | None:
+    """The hub id a model reference stands for, or None when it is only a local directory.
+
+    ``demo`` (and the embedded demo's directory) → :data:`DEMO_HUB_ID`; a Hugging Face cache
+    snapshot ``…/models--ORG--NAME/snapshots/REV`` → ``ORG/NAME``; ``ORG/NAME`` that is not a
+    local path → itself.
+    """
+    if not ref:
+        return None
+    if ref in DEMO_ALIASES:
+        return DEMO_HUB_ID
+    path = Path(os.path.expanduser(ref))
+    if path.is_dir() and path.resolve() == demo_model_dir():
+        return DEMO_HUB_ID
+    cached = _HUB_CACHE.search(ref.replace("\\", "/"))
+    if cached:
+        return f"{cached.group(1)}/{cached.group(2)}"
+    if _HUB_ID.match(ref) and not path.exists():
+        return ref
+    return None
 
 
 @dataclass(frozen=True)
@@ -143,10 +176,11 @@ def resolve_dtype(requested: str, device: Any) -> Any:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise BadInputError(
-            f"cannot read {path}: {exc}", "check that the file is valid JSON"
-        ) from None
+            f"cannot read {path}: {reason}", "check that the file is valid JSON"
+        ) from exc
     if not isinstance(data, dict):
         raise BadInputError(f"{path} is not a JSON object", "check the file")
     return data
@@ -193,6 +227,11 @@ def _locate(ref: str, allow_pickle: bool) -> tuple[Path, str]:
     if ref in DEMO_ALIASES:
         return demo_model_dir(), ref
     path = Path(os.path.expanduser(ref))
+    if path.is_symlink() and not path.exists():
+        raise BadInputError(
+            f"checkpoint {ref} is a symbolic link that leads nowhere (dangling, or a loop)",
+            "pass the directory the link should point to",
+        )
     if path.exists():
         if not path.is_dir():
             raise BadInputError(
@@ -227,6 +266,10 @@ def resolve_checkpoint(
             )
         safe = path / _ADAPTER_SAFE
         pickle_file = path / _ADAPTER_PICKLE
+        if safe.exists() and not safe.is_file():
+            raise BadInputError(
+                f"{safe} is not a regular file", "save the adapter with PeftModel.save_pretrained"
+            )
         if safe.is_file():
             weights, is_pickle = (safe,), False
         elif pickle_file.is_file():
@@ -241,7 +284,13 @@ def resolve_checkpoint(
     elif (path / "config.json").is_file():
         base = base_override
         safe_files = sorted(path.glob("*.safetensors"))
-        pickle_files = sorted(path.glob("*.bin"))
+        pickle_files = sorted(p for p in path.glob("*.bin") if p.is_file())
+        odd = [p for p in safe_files if not p.is_file()]
+        if odd:
+            raise BadInputError(
+                f"{odd[0]} is not a regular file (a directory, or a link that leads nowhere)",
+                "save the model with save_pretrained, or remove that entry",
+            )
         if safe_files:
             weights, is_pickle = tuple(safe_files), False
         elif pickle_files:
@@ -263,6 +312,9 @@ def resolve_checkpoint(
             f"{path} holds only pickle weights ({weights[0].name}); loading pickle can run arbitrary code",
             "convert it to safetensors, or pass --allow-pickle if you trust its source",
         )
+    if not is_pickle:
+        for weight_file in weights:
+            check_safetensors(weight_file)
     return CheckpointSpec(
         ref=ref,
         path=path,
@@ -273,6 +325,29 @@ def resolve_checkpoint(
         weight_files=weights,
         pickle=is_pickle,
     )
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a weight file whose safetensors header cannot be read (exit 2, naming the file).
+
+    A truncated copy, a zero-byte file, or bytes that are not safetensors at all are found here
+    by reading the header only (the tensors are memory-mapped, not read), before any
+    evaluation, training or gate work — not as a ``SafetensorError`` from deep inside
+    ``from_pretrained``.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as exc:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        empty = path.is_file() and path.stat().st_size == 0
+        what = "empty (0 bytes)" if empty else "not a readable safetensors file"
+        raise BadInputError(
+            f"{path} is {what}: {detail} (a truncated copy or an interrupted save?)",
+            "copy or save the weights again (save_pretrained writes safetensors)",
+        ) from exc
 
 
 # --------------------------------------------------------------------------- loading
@@ -366,6 +441,7 @@ def _load_tokenizer(path: Path, fallback: Path | None, trust_remote_code: bool) 
             f"{(str(exc).splitlines() or [''])[0][:160]}",
             "save the tokenizer next to the model with tokenizer.save_pretrained",
         ) from exc
+    check_chat_template(tok, src)
     if not tok.get_vocab() or not probe:
         raise BadInputError(
             f"the tokenizer in {src} has an empty vocabulary (tokenizer files missing?)",
@@ -374,6 +450,35 @@ def _load_tokenizer(path: Path, fallback: Path | None, trust_remote_code: bool) 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def check_chat_template(tokenizer: Any, where: Path | str) -> None:
+    """Render a one-message conversation with the tokenizer's chat template, or refuse it.
+
+    A template is code from the checkpoint, run in Jinja's sandbox: one that reaches for
+    Python internals (``''.__class__.__mro__``), raises, or does not parse is refused here, when
+    the tokenizer is loaded, with exit 2 — not as a ``SecurityError`` at the first prompt.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return
+    try:
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "広告"}], tokenize=False, add_generation_prompt=True
+        )
+    except Exception as exc:  # jinja2 SecurityError, TemplateError, UndefinedError, …
+        raise chat_template_error(where, exc) from exc
+
+
+def chat_template_error(where: Path | str, exc: BaseException) -> BadInputError:
+    """The one-line error for a chat template that fails to render (see check_chat_template)."""
+    detail = (str(exc).splitlines() or [""])[0][:160]
+    sandbox = type(exc).__name__ == "SecurityError"
+    return BadInputError(
+        f"the chat template of {where} cannot render a conversation: {type(exc).__name__}: "
+        f"{detail}" + (" (the sandbox blocked it)" if sandbox else ""),
+        "fix chat_template.jinja (or chat_template in tokenizer_config.json), or use the "
+        "base model's template",
+    )
 
 
 def load_model(
@@ -408,6 +513,7 @@ def load_model(
         dtype=dt,
         trust=trust_remote_code,
         allow_pickle=allow_pickle,
+        pickle_weights=(base_spec or spec).pickle,
     )
     if spec.is_adapter:
         net = _apply_adapter(net, spec)
@@ -415,8 +521,27 @@ def load_model(
     net.eval()
     tokenizer = _load_tokenizer(spec.path, base_spec.path if base_spec else None, trust_remote_code)
     tokenizer.padding_side = "left"
+    info, base_info = _model_infos(resolved, tokenizer, net, dev, dt)
+    return LoadedModel(
+        spec=spec,
+        model=net,
+        tokenizer=tokenizer,
+        info=info,
+        device=dev,
+        dtype=dt,
+        base_info=base_info,
+    )
+
+
+def _model_infos(
+    resolved: ResolvedModel, tokenizer: Any, net: Any, dev: Any, dt: Any
+) -> tuple[ModelInfo, ModelInfo | None]:
+    """(the model's info, its base's info) as a report records them."""
+    spec = resolved.spec
+    base_spec = resolved.base.spec if resolved.base is not None else None
     template_hash, vocab_hash = _tokenizer_hashes(tokenizer)
     n_params = sum(p.numel() for p in net.parameters())
+    base_info: ModelInfo | None = None
     if base_spec is not None and resolved.base is not None:
         base_info = ModelInfo(
             ref=base_spec.ref,
@@ -443,32 +568,109 @@ def load_model(
         chat_template_hash=template_hash,
         tokenizer_hash=vocab_hash,
     )
-    return LoadedModel(
-        spec=spec,
-        model=net,
-        tokenizer=tokenizer,
-        info=info,
-        device=dev,
-        dtype=dt,
-        base_info=base_info,
-    )
+    return info, base_info
 
 
 def _from_pretrained(
-    auto_cls: Any, model_dir: Path, ref: str, *, dtype: Any, trust: bool, allow_pickle: bool
+    auto_cls: Any,
+    model_dir: Path,
+    ref: str,
+    *,
+    dtype: Any,
+    trust: bool,
+    allow_pickle: bool,
+    pickle_weights: bool = False,
 ) -> Any:
+    """Build the model from the checkpoint's files; whatever they make fail is exit 2.
+
+    The config is read first, on its own: every error there (not JSON, a field of the wrong
+    type, an unknown architecture) is about config.json. Then the weights: every error there is
+    about the checkpoint's files (the exception is chained, so ``--debug`` shows where).
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
+    except Exception as exc:  # transformers and huggingface_hub raise many types for one bad file
+        raise BadInputError(
+            f"could not load {ref}: config.json is not a valid model config: "
+            f"{type(exc).__name__}: {_first_line(exc, 240)}",
+            "fix config.json, or save the model again with save_pretrained",
+        ) from exc
     try:
         return auto_cls.from_pretrained(
             str(model_dir),
+            config=config,
             dtype=dtype,
             trust_remote_code=trust,
             use_safetensors=None if allow_pickle else True,
         )
-    except (OSError, ValueError) as exc:
-        raise BadInputError(
-            f"could not load {ref}: {str(exc).splitlines()[0]}",
+    except Exception as exc:
+        raise _load_error(exc, ref, model_dir, pickle_weights=pickle_weights) from exc
+
+
+def _load_error(
+    exc: Exception, ref: str, model_dir: Path, *, pickle_weights: bool
+) -> BadInputError:
+    """What ``from_pretrained`` failing on the files of ``model_dir`` means, in one line."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return BadInputError(
+            f"could not load {ref}: torch's safe loader (weights_only=True) refused the pickle "
+            f"weights in {model_dir}: {_unpickler_reason(exc)}",
+            "the file holds more than tensors (possibly code) and is never unpickled in full; "
+            "convert it to safetensors where you trust its source",
+        )
+    if pickle_weights:  # hostile or broken pickle bytes fail in many ways (IndexError, EOFError…)
+        return BadInputError(
+            f"could not load {ref}: the pickle weights in {model_dir} cannot be read: "
+            f"{type(exc).__name__}: {_first_line(exc, 160)}",
+            "convert the weights to safetensors where you trust their source",
+        )
+    if isinstance(exc, (SafetensorError, OSError, ValueError, KeyError)):
+        return BadInputError(
+            f"could not load {ref}: {_first_line(exc)}",
             "check that the directory was written by save_pretrained and is complete",
-        ) from None
+        )
+    if isinstance(exc, RuntimeError):  # a state dict that does not fit the architecture
+        return BadInputError(
+            f"could not load {ref}: the weights do not fit its config.json: {_mismatch(exc)}",
+            "config.json and the weights come from different models; save both with "
+            "save_pretrained",
+        )
+    return BadInputError(  # e.g. ZeroDivisionError from num_attention_heads: 0
+        f"could not build {ref} from its config.json: {type(exc).__name__}: {_first_line(exc)}",
+        "config.json does not describe a model transformers can build; save the model again "
+        "with save_pretrained",
+    )
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """What torch's weights-only unpickler objected to ("Unsupported global: …"), not its advice
+    to retry with weights_only=False."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    for i, line in enumerate(lines):
+        if line.endswith("WeightsUnpickler error:"):
+            return next((rest[:160] for rest in lines[i + 1 :] if rest), "not a weights file")
+    return _first_line(exc, 160)
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:limit]
+
+
+def _mismatch(exc: BaseException) -> str:
+    """The first "size mismatch for NAME: …" line of a load_state_dict error, else its first line."""
+    text = str(exc)
+    for line in text.splitlines():
+        if "size mismatch" in line.lower() and ":" in line:
+            return line.strip()[:300]
+    if "ignore_mismatched_sizes" in text:  # transformers logs the table, raises this summary
+        return "tensor shapes in the weight files differ from the sizes config.json declares"
+    return _first_line(exc)
 
 
 def _apply_adapter(base_model: Any, spec: CheckpointSpec) -> Any:
@@ -476,11 +678,17 @@ def _apply_adapter(base_model: Any, spec: CheckpointSpec) -> Any:
 
     try:
         return PeftModel.from_pretrained(base_model, str(spec.path), is_trainable=False)
-    except (OSError, ValueError) as exc:
+    except RuntimeError as exc:  # tensors whose shapes do not fit the base model
         raise BadInputError(
-            f"could not load adapter {spec.ref}: {str(exc).splitlines()[0]}",
+            f"adapter {spec.ref} does not fit its base model {spec.base_ref}: {_mismatch(exc)}",
+            "pass the base model the adapter was trained on with --base, or save the adapter "
+            "again with PeftModel.save_pretrained",
+        ) from exc
+    except Exception as exc:  # adapter_config.json values peft cannot use, unreadable weights
+        raise BadInputError(
+            f"could not load adapter {spec.ref}: {type(exc).__name__}: {_first_line(exc)}",
             "check that the adapter was saved by PeftModel.save_pretrained and is complete",
-        ) from None
+        ) from exc
 
 
 def load_checkpoint(
@@ -525,3 +733,62 @@ def wrap_in_memory(
     )
     tokenizer.padding_side = "left"
     return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, info=info, device=dev, dtype=dt)
+
+
+def _saved_tensors_match(model: Any, spec: CheckpointSpec) -> bool:
+    """True when every tensor in the checkpoint's weight files equals the in-memory one."""
+    import torch
+    from safetensors import safe_open
+
+    if spec.pickle:
+        return False
+    if spec.is_adapter:
+        from peft import get_peft_model_state_dict
+
+        memory = get_peft_model_state_dict(model)
+    else:
+        memory = model.state_dict()
+    seen = 0
+    for path in spec.weight_files:
+        with safe_open(str(path), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+                held = memory.get(key)
+                saved = fh.get_tensor(key)
+                if held is None or held.shape != saved.shape or held.dtype != saved.dtype:
+                    return False
+                if not torch.equal(held.detach().to("cpu"), saved):
+                    return False
+                seen += 1
+    return seen > 0
+
+
+def wrap_checkpoint_in_memory(
+    model: Any, resolved: ResolvedModel, *, trust_remote_code: bool = False
+) -> LoadedModel | None:
+    """The in-memory ``model`` as the checkpoint ``resolved`` (e.g. inside a training loop).
+
+    Used only when every tensor in the checkpoint's weight files equals the model's own, so
+    the evaluation is of exactly the files' content and carries their fingerprint (promotion
+    re-checks that fingerprint on the copied files). None when they differ — sharded weights
+    (ZeRO-3, FSDP) or anything else: load the checkpoint from its files instead. The tokenizer
+    is read from the checkpoint's files, as a loaded checkpoint's would be.
+    """
+    net = getattr(model, "module", model)  # DistributedDataParallel holds the model as .module
+    spec = resolved.spec
+    if spec.is_adapter != hasattr(net, "peft_config") or not _saved_tensors_match(net, spec):
+        return None
+    first = next(net.parameters())
+    dev, dt = first.device, first.dtype
+    base_spec = resolved.base.spec if resolved.base is not None else None
+    tokenizer = _load_tokenizer(spec.path, base_spec.path if base_spec else None, trust_remote_code)
+    tokenizer.padding_side = "left"
+    info, base_info = _model_infos(resolved, tokenizer, net, dev, dt)
+    return LoadedModel(
+        spec=spec,
+        model=net,
+        tokenizer=tokenizer,
+        info=info,
+        device=dev,
+        dtype=dt,
+        base_info=base_info,
+    )

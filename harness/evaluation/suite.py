@@ -5,7 +5,8 @@ on the first answers, such as scoring generated text under the reference model),
 runner's responses (``score``) as a pure function. Suites never touch a model.
 
 Built-in suites live in ``dpo_harness.suites``; third-party suites register through the
-``dpo_harness.suites`` entry-point group.
+``dpo_harness.suites`` entry-point group; user suites are declared in YAML files
+(:mod:`dpo_harness.suites.user`, ``--suite-file``) and are instances, never registered.
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ from typing import ClassVar
 
 from dpo_harness.errors import BadInputError
 from dpo_harness.evaluation.responses import Responses
-from dpo_harness.schema import GenerationSettings, MetricResult, MetricSpec, Request, SuiteResult
+from dpo_harness.schema import (
+    GenerationSettings,
+    MetricResult,
+    MetricSpec,
+    Request,
+    SuiteIdentity,
+    SuiteResult,
+)
 
 __all__ = [
+    "USER_SUITES_DOC",
     "Suite",
     "SuiteContext",
     "available_suites",
@@ -75,6 +84,10 @@ class Suite(ABC):
     @abstractmethod
     def data_hash(self) -> str:
         """Hash of the data the suite scores (part of the baseline compatibility key)."""
+
+    def identity(self) -> SuiteIdentity:
+        """What a baseline of this suite must match (part of the compatibility key)."""
+        return SuiteIdentity(version=self.version, data_hash=self.data_hash())
 
     @abstractmethod
     def plan(self, ctx: SuiteContext) -> list[Request]:
@@ -137,8 +150,16 @@ def available_suites() -> dict[str, type[Suite]]:
     return dict(_REGISTRY)
 
 
+# Where a person learns to declare a suite of their own (named in the fixes below).
+USER_SUITES_DOC = "docs/user-suites.md"
+
+
 def create_suite(name: str, data_path: Path | None = None) -> Suite:
     suites = available_suites()
     if name not in suites:
-        raise BadInputError(f"unknown suite {name!r}", f"choose from: {', '.join(sorted(suites))}")
+        raise BadInputError(
+            f"unknown suite {name!r}",
+            f"choose from: {', '.join(sorted(suites))}; or declare {name!r} in a suites YAML "
+            f"file and pass it with --suite-file FILE ({USER_SUITES_DOC})",
+        )
     return suites[name](data_path)

@@ -19,8 +19,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from dpo_harness.errors import BadInputError, BaselineNotFoundError, IncompatibleBaselineError
-from dpo_harness.files import atomic_write_bytes, atomic_write_text, load_model_file, output_error
+from dpo_harness.errors import (
+    BadInputError,
+    BaselineNotFoundError,
+    HarnessError,
+    IncompatibleBaselineError,
+)
+from dpo_harness.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    load_model_file,
+    output_error,
+    read_only_fs,
+    save_elsewhere,
+)
 from dpo_harness.gate.policy_file import PolicyFile
 from dpo_harness.schema import EvalReport, GenerationSettings, SuiteIdentity
 from filelock import FileLock
@@ -74,6 +86,12 @@ class CompatibilityKey(BaseModel):
             elif a.data_hash != b.data_hash:
                 out.append(
                     f"suite {name!r} data changed ({a.data_hash[:15]}… vs {b.data_hash[:15]}…)"
+                )
+            elif a.declaration_hash != b.declaration_hash:
+                out.append(
+                    f"suite {name!r} is declared differently (fields, templates, scoring or "
+                    f"the code it reuses: {a.declaration_hash or 'none'} vs "
+                    f"{b.declaration_hash or 'none'})"
                 )
         if self.measurement != other.measurement:
             out.append(
@@ -150,18 +168,24 @@ class Baseline(BaseModel):
     ) -> None:
         """Refuse a comparison whose key differs. ``with_data``: the user's own suite data files.
 
-        With user data the fix never says to update the stored (perhaps shipped) baseline: the
-        baseline of that data belongs in a directory of its own.
+        With user data or user suites (declared in files) the fix never says to update the
+        stored (perhaps shipped) baseline: the baseline of that data belongs in a directory of
+        its own.
         """
         diffs = self.key.differences(key, suites)
         if not diffs:
             return
-        if with_data:
-            data = " ".join(f"--suite-data {k}={v}" for k, v in sorted(with_data.items()))
+        # The user's own data and suite files: their baseline belongs in a directory of its own.
+        own = [f"--suite-data {k}={v}" for k, v in sorted((with_data or {}).items())]
+        own += [
+            f"--suite-file {f}"
+            for f in sorted({i.declared_in for i in key.suites.values() if i.declared_in})
+        ]
+        if own:
             fix = (
                 f"create a baseline for your data in its own directory: dpo-harness baseline "
-                f"create {self.base_model} {data} --baselines-dir baselines-mydata, then gate "
-                "with --baselines-dir baselines-mydata"
+                f"create {self.base_model} {' '.join(own)} --baselines-dir baselines-mydata, "
+                "then gate with --baselines-dir baselines-mydata"
             )
         elif _decides(self.key.policy) != _decides(key.policy):
             fix = (
@@ -274,6 +298,7 @@ def _write_locked(
     the rename, the new one after. The lock serialises concurrent writers.
     """
     path = directory / f"{slug}.json"
+    sealed: Baseline | None = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with FileLock(str(directory / f".{slug}.lock"), timeout=600):
@@ -283,18 +308,47 @@ def _write_locked(
                 stamp = re.sub(r"[^0-9T]", "", previous.created_at)[:15]
                 short = previous.checksum.removeprefix("sha256:")[:8]
                 previous_path = directory / "history" / slug / f"{stamp}-{short}.json"
-                if not previous_path.exists():
-                    atomic_write_bytes(previous_path, path.read_bytes())
+            # Built before anything is written, so a write that fails can still keep it.
             sealed = build(previous).sealed()
+            if previous_path is not None and not previous_path.exists():
+                atomic_write_bytes(previous_path, path.read_bytes())
             atomic_write_text(path, sealed.model_dump_json(indent=1) + "\n")
     except OSError as exc:
-        raise output_error(path, exc, what="the baseline") from exc
+        where = Path(exc.filename) if isinstance(exc.filename, str) else path
+        raise _unwritten(where, exc, sealed, slug) from exc
+    except HarnessError as exc:  # the atomic writers' own one-line error for an OSError
+        cause = exc.__cause__
+        if sealed is None or not isinstance(cause, OSError):
+            raise
+        where = Path(cause.filename) if isinstance(cause.filename, str) else path
+        raise _unwritten(where, cause, sealed, slug) from exc
     return SavedBaseline(path=path, baseline=sealed, previous_path=previous_path, previous=previous)
 
 
-def check_writable(directory: Path) -> None:
-    """Refuse (exit 2) a baselines directory that cannot be written, before any evaluation."""
+def _unwritten(where: Path, exc: OSError, sealed: Baseline | None, slug: str) -> BadInputError:
+    """The one-line error for a baseline that could not be stored; the new one is kept elsewhere
+    (it is the result of a whole evaluation), the current one is untouched."""
+    err = output_error(where, exc, what="the baseline")
+    if sealed is None:
+        return BadInputError(err.cause, err.fix)
+    kept = save_elsewhere(slug, {f"{slug}.json": sealed.model_dump_json(indent=1) + "\n"})
+    said = f"the new baseline is saved at {kept}" if kept else "the new baseline could not be saved"
+    return BadInputError(f"{err.cause}; {said}", err.fix)
+
+
+def check_writable(directory: Path, *, slug: str | None = None) -> None:
+    """Refuse (exit 2) a baselines directory that cannot be written, before any evaluation.
+
+    With ``slug``, the baseline's lock file and the file itself must be files (or absent): a
+    directory in their place would otherwise fail only after the evaluation.
+    """
     directory = Path(directory)
+    for name in (f".{slug}.lock", f"{slug}.json") if slug else ():
+        if (directory / name).exists() and not (directory / name).is_file():
+            raise BadInputError(
+                f"cannot write baselines to {directory}: {directory / name} is not a regular file",
+                "remove it (or choose another --baselines-dir)",
+            )
     probe = directory
     while not probe.exists():
         probe = probe.parent
@@ -303,8 +357,9 @@ def check_writable(directory: Path) -> None:
             f"cannot write baselines to {directory}: {probe} is a file", "choose another directory"
         )
     if not os.access(probe, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if read_only_fs(probe) else "is not writable"
         raise BadInputError(
-            f"cannot write baselines to {directory}: {probe} is not writable",
+            f"cannot write baselines to {directory}: {probe} {why}",
             "choose a writable --baselines-dir, or fix its permissions",
         )
 

@@ -154,6 +154,8 @@ def update_reasons(
             reasons.append(f"suite {name} version bump {was.version} → {ident.version}")
         elif was.data_hash != ident.data_hash:
             reasons.append(f"suite {name} data changed")
+        elif was.declaration_hash != ident.declaration_hash:
+            reasons.append(f"suite {name} declaration changed")
     for name in set(old.key.suites) - set(new_key.suites):
         reasons.append(f"suite {name} removed")
     if old.key.generation != new_key.generation:

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "Example",
+    "FileRewrite",
     "GateDecision",
     "GatePolicy",
     "MetricVerdict",
@@ -148,6 +149,24 @@ class MetricVerdict(BaseModel):
         return worse < -self.margin
 
 
+class FileRewrite(BaseModel):
+    """One value a promotion changed in a copied file, after the copy passed the content check.
+
+    Only a JSON string value is rewritten, in place, so undoing it (putting ``gated_json`` back
+    for ``promoted_json``) gives back byte for byte the file the gate evaluated, whose sha256
+    is ``gated_sha256``; ``dpo-harness verify`` does exactly that (docs/safety.md).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    field: str
+    gated_json: str  # the value's JSON text as the gate saw it, e.g. "\"/home/me/base\""
+    promoted_json: str
+    gated_sha256: str
+    reason: str
+
+
 class GateDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -170,6 +189,8 @@ class GateDecision(BaseModel):
     notes: list[str] = Field(default_factory=list)
     # sha256 of every model file copied into the promotion (``dpo-harness verify`` re-checks them)
     files: dict[str, str] | None = None
+    # Values the promotion changed after the content check (e.g. a local base path)
+    rewrites: list[FileRewrite] = Field(default_factory=list)
 
     def verdict(self, name: str) -> MetricVerdict:
         for v in self.verdicts:

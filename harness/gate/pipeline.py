@@ -11,8 +11,10 @@ Three steps, each with one job:
    A problem here is exit 2 before any model is loaded.
 2. :func:`execute` — evaluate the candidate (or read its report) and decide. Writes nothing.
    Under a launcher every process takes its share of the requests and reaches the same decision.
-3. :func:`publish` — the only writer: ``report.json``, ``decision.json``, ``gate.md``, and the
-   promotion or the refusal record. Called on the main process only.
+3. :func:`publish` — the only writer: ``report.json``, ``decision.json``, ``gate.md``,
+   ``report.html`` (:mod:`dpo_harness.reports.html`), and the promotion or the refusal record. Called on the main process only.
+   A gate published during training (live gating) is promoted later by
+   :func:`publish_promotion`, which writes the promotion and nothing of the gate again.
 
 ``run_gate`` and ``finish`` (the 0.1 API) remain, built from these steps.
 """
@@ -24,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpo_harness.errors import BadInputError
-from dpo_harness.evaluation.evaluate import load_from_config, make_suites
+from dpo_harness.errors import BadInputError, HarnessError
+from dpo_harness.evaluation.evaluate import load_from_config, make_suites, reference_loaders
 from dpo_harness.evaluation.loading import (
     LoadedModel,
     ResolvedModel,
@@ -34,7 +36,7 @@ from dpo_harness.evaluation.loading import (
 )
 from dpo_harness.evaluation.measure import MEASUREMENT_VERSION
 from dpo_harness.evaluation.suite import Suite
-from dpo_harness.files import atomic_write_text, load_model_file, write_model_file
+from dpo_harness.files import check_output_dir, load_model_file, write_outputs
 from dpo_harness.gate.baseline import (
     Baseline,
     CompatibilityKey,
@@ -46,7 +48,7 @@ from dpo_harness.gate.decision import GateDecision, GatePolicy, gate
 from dpo_harness.gate.policy_file import PolicyFile, check_rules, load_policy_file
 from dpo_harness.gate.render import render_gate_markdown
 from dpo_harness.launcher import Distributed
-from dpo_harness.schema import EvalConfig, EvalReport, SuiteIdentity
+from dpo_harness.schema import EvalConfig, EvalReport
 
 __all__ = [
     "GatePlan",
@@ -56,6 +58,7 @@ __all__ = [
     "locate_baseline",
     "prepare",
     "publish",
+    "publish_promotion",
     "run_gate",
 ]
 
@@ -191,6 +194,7 @@ def prepare(
     from dpo_harness.gate.promotion import check_promotable
 
     policy = policy or GatePolicy()
+    check_output_dir(out_dir)
     if promote_to is not None:
         check_promotable(promote_to)
     if candidate is None:
@@ -213,7 +217,14 @@ def prepare(
         config = config.model_copy(update={"suites": list(stored.key.suites)})
     if config.base is None:
         config = config.model_copy(update={"base": base.ref})
-    suites = make_suites(config)
+    suites = make_suites(
+        config,
+        declared_elsewhere={
+            name: ident.declared_in
+            for name, ident in stored.key.suites.items()
+            if ident.declaration_hash is not None and ident.declared_in
+        },
+    )
     _check_margins(policy, suites)
     rules = read_policy_file(policy_file, suites) if policy_file is not None else stored.key.policy
     if report_file is not None:
@@ -225,9 +236,7 @@ def prepare(
     else:
         template_hash, vocab_hash = tokenizer_identity(candidate, config.trust_remote_code)
         key = CompatibilityKey(
-            suites={
-                s.name: SuiteIdentity(version=s.version, data_hash=s.data_hash()) for s in suites
-            },
+            suites={s.name: s.identity() for s in suites},
             generation=config.generation,
             chat_template_hash=template_hash,
             tokenizer_hash=vocab_hash,
@@ -270,16 +279,18 @@ def execute(
         report = load_model_file(plan.report_file, EvalReport, what="evaluation report")
     else:
         assert plan.candidate is not None and plan.base is not None
+        owned = loaded is None
         if loaded is None:
             loaded = load_from_config(plan.config, plan.candidate)
-        reference = None
-        if not loaded.is_adapter:  # an adapter's reference is itself with the adapter off
-            reference = load_from_config(plan.config, plan.base)
         load_s = time.perf_counter() - t0
+        # One model resident at a time for a full model with a separate base; an adapter's
+        # reference is itself with the adapter off. A model the caller loaded stays loaded.
+        ref_loader, cand_loader = reference_loaders(plan.config, loaded, plan.candidate, plan.base)
         report = evaluate_loaded(
             loaded,
             plan.config,
-            reference=reference,
+            reference_loader=ref_loader,
+            candidate_loader=cand_loader if owned else None,
             suites=plan.suites,
             progress=progress,
             log=log,
@@ -304,30 +315,118 @@ def execute(
 # --------------------------------------------------------------------------- publish
 
 
+def _promote_or_record(
+    decision: GateDecision,
+    promote_to: Path,
+    candidate_dir: Path | None,
+    log: Callable[[str], None],
+    base_model_id: str | None,
+    model_name: str | None,
+) -> GateDecision:
+    from dpo_harness.gate.promotion import promote, record_refusal
+
+    if decision.decision != "promote":
+        record = record_refusal(promote_to, decision)
+        log(f"refused: {promote_to} left untouched; refusal recorded at {record}")
+        return decision
+    if candidate_dir is None:
+        raise BadInputError(
+            "cannot promote a candidate that is not a local directory", "download it first"
+        )
+    return promote(
+        candidate_dir, promote_to, decision, base_model_id=base_model_id, model_name=model_name
+    )
+
+
 def publish(
     run: GateRun,
     *,
     promote_to: Path | None = None,
     candidate_dir: Path | None = None,
     log: Callable[[str], None] = print,
+    base_model_id: str | None = None,
+    model_name: str | None = None,
 ) -> GateDecision:
-    """Write the evaluation and the decision, and promote or record the refusal (main process only)."""
-    from dpo_harness.gate.promotion import promote, record_refusal
+    """Write the evaluation and the decision, and promote or record the refusal (main process only).
+
+    The evaluation (``report.json``) is written first, so a promotion that fails (a full disk,
+    a read-only target) never costs it; the decision files follow as one all-or-none group.
+    ``candidate_dir`` defaults to the resolved candidate's directory (the demo model's and a hub
+    snapshot's too). A write that fails is exit 2 and says what was kept, and where.
+    ``base_model_id`` and ``model_name`` are for the promoted model's card (see
+    :func:`dpo_harness.gate.promotion.promote`).
+    """
+    from dpo_harness.reports.html import render_gate_html
 
     decision = run.decision
-    write_model_file(run.out_dir / "report.json", run.report)
+    report_file = run.out_dir / "report.json"
+    write_outputs(
+        run.out_dir,
+        {"report.json": run.report.model_dump_json(indent=2) + "\n"},
+        what="the evaluation report",
+    )
     if promote_to is not None:
-        if decision.decision == "promote":
-            if candidate_dir is None:
-                raise BadInputError(
-                    "cannot promote a candidate that is not a local directory", "download it first"
-                )
-            decision = promote(candidate_dir, promote_to, decision)
-        else:
-            record = record_refusal(promote_to, decision)
-            log(f"refused: {promote_to} left untouched; refusal recorded at {record}")
-    write_model_file(run.out_dir / "decision.json", decision)
-    atomic_write_text(run.out_dir / "gate.md", render_gate_markdown(decision))
+        try:
+            decision = _promote_or_record(
+                decision,
+                promote_to,
+                candidate_dir or (_candidate_dir(run) if decision.decision == "promote" else None),
+                log,
+                base_model_id,
+                model_name,
+            )
+        except HarnessError as exc:
+            raise BadInputError(
+                f"{exc.cause}; the evaluation is kept in {report_file}", exc.fix
+            ) from exc
+    try:
+        write_outputs(
+            run.out_dir,
+            {
+                "decision.json": decision.model_dump_json(indent=2) + "\n",
+                "gate.md": render_gate_markdown(decision),
+                "report.html": render_gate_html(decision, run.report, run.baseline),
+            },
+            what="the gate decision",
+        )
+    except HarnessError as exc:
+        done = (
+            f"; {decision.candidate.ref} was promoted to {promote_to}"
+            if decision.promoted_to
+            else ""
+        )
+        raise BadInputError(exc.cause + done, exc.fix) from exc
+    run.decision = decision
+    return decision
+
+
+def _candidate_dir(run: GateRun) -> Path:
+    """The candidate's own directory, as resolved by prepare (local for a hub id too)."""
+    candidate = run.plan.candidate if run.plan is not None else None
+    if candidate is None:
+        raise BadInputError(
+            "cannot promote a candidate whose files are not at hand", "gate its directory"
+        )
+    return candidate.spec.path
+
+
+def publish_promotion(
+    run: GateRun,
+    *,
+    promote_to: Path,
+    candidate_dir: Path,
+    log: Callable[[str], None] = print,
+    base_model_id: str | None = None,
+    model_name: str | None = None,
+) -> GateDecision:
+    """Promote a candidate whose gate :func:`publish` already wrote (main process only).
+
+    The gate's files (report, decision, gate.md, report.html) stay as they were published:
+    each gate is published once; the promotion carries its own ``decision.json``.
+    """
+    decision = _promote_or_record(
+        run.decision, promote_to, candidate_dir, log, base_model_id, model_name
+    )
     run.decision = decision
     return decision
 
@@ -375,7 +474,11 @@ def run_gate(
         distributed=distributed,
     )
     if distributed is None or distributed.is_main:
-        write_model_file(out_dir / "report.json", run.report)
+        write_outputs(
+            out_dir,
+            {"report.json": run.report.model_dump_json(indent=2) + "\n"},
+            what="the evaluation report",
+        )
     return run
 
 

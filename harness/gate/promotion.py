@@ -12,6 +12,12 @@ What a promotion guarantees (docs/safety.md):
   sha256 is recorded in ``decision.json`` (``files``). The copied weights are re-fingerprinted and
   must match the fingerprint the gate evaluated; ``dpo-harness verify DIR`` re-checks later.
   Files are made read-only (readable by the group, like any other output).
+- **Portable, and still verifiable.** An adapter's ``adapter_config.json`` names its base by
+  ``base_model_name_or_path``, which training leaves as the local directory the base was read
+  from. After the copy has passed the content check, that one JSON string is replaced by the
+  base's hub id; the change is recorded in ``decision.json`` (``rewrites``: the gated value, the
+  promoted one and the sha256 of the file as gated), and ``verify`` undoes it to get back the
+  gated bytes and checks their sha256. ``files`` holds the hashes of the promoted bytes.
 - **Atomic.** Everything is written into a temporary sibling directory first, under a lock. The
   new directory then replaces the old one with one ``renameat2(RENAME_EXCHANGE)`` where Linux
   offers it; elsewhere with two renames, and a crash between them is repaired by the next
@@ -23,24 +29,24 @@ On refusal the promote directory is not touched; a refusal record is written nex
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import datetime as _dt
-import errno
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import stat
 import tempfile
 from pathlib import Path
 
-import yaml
 from dpo_harness.errors import BadInputError, HarnessError
 from dpo_harness.evaluation.fingerprint import text_hash
-from dpo_harness.files import atomic_write_text, output_error
-from dpo_harness.gate.decision import GateDecision
-from dpo_harness.gate.render import GATE_HEADERS, gate_rows
+from dpo_harness.evaluation.loading import hub_id_of
+from dpo_harness.files import atomic_write_text, output_error, read_only_fs
+from dpo_harness.files import exchange_paths as _renameat2_exchange
+from dpo_harness.gate.decision import FileRewrite, GateDecision
+from dpo_harness.gate.render import gate_headers, gate_rows
 from filelock import FileLock, Timeout
 
 __all__ = [
@@ -136,8 +142,9 @@ def check_promotable(target: Path) -> None:
             "choose a promote directory whose parent is a directory",
         )
     if not os.access(ancestor, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if read_only_fs(ancestor) else "is not writable"
         raise BadInputError(
-            f"cannot write the promoted model: {ancestor} is not writable",
+            f"cannot write the promoted model: {ancestor} {why}",
             "choose a writable --promote-to directory",
         )
 
@@ -200,26 +207,6 @@ def _check_same_model(copied: Path, decision: GateDecision) -> None:
 # --------------------------------------------------------------------------- atomic swap
 
 
-def _renameat2_exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    if not hasattr(os, "uname") or os.uname().sysname != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
-        return False  # file system or kernel without RENAME_EXCHANGE: fall back to two renames
-    raise OSError(err, os.strerror(err), str(b))
-
-
 def _leftovers(target: Path, kind: str) -> list[Path]:
     return sorted(target.parent.glob(f".{target.name}.{kind}-*"))
 
@@ -257,45 +244,102 @@ def _lock(target: Path) -> FileLock:
 # --------------------------------------------------------------------------- promote
 
 
-def model_card(decision: GateDecision) -> str:
-    """README.md with YAML metadata (model card) and the gate table."""
+def _card_base(decision: GateDecision, base_model_id: str | None) -> str | None:
+    if base_model_id:
+        return base_model_id
+    if decision.candidate.is_adapter:
+        return hub_id_of(decision.candidate.base_ref)
+    return hub_id_of(decision.baseline_model)
+
+
+def card_name(decision: GateDecision, model_name: str | None = None) -> str:
+    """What the card calls the model: the given name, else the promote directory's."""
+    return model_name or Path(decision.promoted_to or decision.candidate.ref).name
+
+
+def model_card(
+    decision: GateDecision, *, model_name: str | None = None, base_model_id: str | None = None
+) -> str:
+    """README.md: a Hugging Face model card (``huggingface_hub``'s card tools) with the gate.
+
+    The metadata has ``language: ja``, the base's hub id as ``base_model``, and one
+    ``model-index`` result per gated metric with a value (the candidate's, on the suite's
+    items); the body has the gate table and every reason.
+    """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
     from tabulate import tabulate
 
-    meta = {
-        "library_name": "transformers" if not decision.candidate.is_adapter else "peft",
-        "base_model": decision.baseline_model,
-        "tags": ["dpo-harness", "gated", "japanese"],
-        "dpo_harness": {
+    name = card_name(decision, model_name)
+    base = _card_base(decision, base_model_id)
+    adapter = decision.candidate.is_adapter
+    results = [
+        EvalResult(
+            task_type="text-generation",
+            task_name=f"dpo-harness {v.suite} suite",
+            dataset_type=f"dpo-harness/{v.suite}",
+            dataset_name=f"dpo-harness {v.suite}",
+            metric_type=v.metric,
+            metric_name=v.name,
+            metric_value=round(v.candidate, 6),
+        )
+        for v in decision.verdicts
+        if v.candidate is not None and math.isfinite(v.candidate)
+    ]
+    data = ModelCardData(
+        language="ja",
+        base_model=base,
+        library_name="peft" if adapter else "transformers",
+        pipeline_tag="text-generation",
+        tags=["dpo-harness", "gated", "japanese", *(["lora"] if adapter else [])],
+        model_name=name,
+        eval_results=results or None,
+        dpo_harness={
             "decision": decision.decision,
+            "candidate": decision.candidate.ref,
             "candidate_fingerprint": decision.candidate.fingerprint,
+            "baseline_model": decision.baseline_model,
             "baseline_checksum": decision.baseline_checksum,
             "gated_at": decision.created_at,
         },
-    }
-    table = tabulate(gate_rows(decision), headers=GATE_HEADERS, tablefmt="github")
+    )
+    what = "A LoRA adapter (PEFT)" if adapter else "A fine-tuned model"
+    on = f"of `{base}`" if base else "of a base model with no hub id (a local directory)"
+    table = tabulate(gate_rows(decision), headers=gate_headers(decision), tablefmt="github")
     body = [
-        f"# {Path(decision.candidate.ref).name}",
+        f"# {name}",
         "",
-        f"Promoted by dpo-harness: every gated metric is non-inferior to the baseline of "
-        f"`{decision.baseline_model}` and every hard limit holds.",
+        f"{what} {on}, trained on Japanese data and promoted by dpo-harness from "
+        f"`{Path(decision.candidate.ref).name}`: every gated metric is non-inferior to the "
+        f"baseline of `{decision.baseline_model}` and every hard limit holds.",
+        "",
+        "## Gate",
         "",
         table,
         "",
         *[f"- {r}" for r in decision.reasons],
+        *[f"- note: {n}" for n in decision.notes],
+        "",
+        "`decision.json` holds the full decision and the sha256 of every file here; "
+        "`dpo-harness verify DIR` re-checks them.",
     ]
-    return (
-        "---\n"
-        + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-        + "---\n\n"
-        + "\n".join(body)
-        + "\n"
-    )
+    return str(ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(body) + "\n"))
 
 
-def promote(candidate_dir: Path, target: Path, decision: GateDecision) -> GateDecision:
+def promote(
+    candidate_dir: Path,
+    target: Path,
+    decision: GateDecision,
+    *,
+    base_model_id: str | None = None,
+    model_name: str | None = None,
+) -> GateDecision:
     """Copy the candidate's model files, decision.json and README.md to ``target`` atomically.
 
-    Returns the decision as written into the promotion (with ``promoted_to`` and ``files``).
+    ``base_model_id``: the base's hub id (default: derived from the adapter's base or the
+    baseline's model, see :func:`~dpo_harness.evaluation.loading.hub_id_of`), for the card and
+    the promoted ``adapter_config.json``. ``model_name``: the card's title (default: the name
+    of ``target``). Returns the decision as written into the promotion (with ``promoted_to``,
+    ``files`` and ``rewrites``).
     """
     if decision.decision != "promote":
         raise ValueError("refusing to promote a candidate the gate refused")
@@ -306,7 +350,7 @@ def promote(candidate_dir: Path, target: Path, decision: GateDecision) -> GateDe
         with _lock(target):
             recover(target)
             check_promotable(target)  # again, under the lock: another process may have written
-            return _promote_locked(candidate_dir, target, decision)
+            return _promote_locked(candidate_dir, target, decision, base_model_id, model_name)
     except HarnessError:
         raise
     except Timeout:
@@ -317,7 +361,13 @@ def promote(candidate_dir: Path, target: Path, decision: GateDecision) -> GateDe
         raise output_error(target, exc, what="the promoted model") from exc
 
 
-def _promote_locked(candidate_dir: Path, target: Path, decision: GateDecision) -> GateDecision:
+def _promote_locked(
+    candidate_dir: Path,
+    target: Path,
+    decision: GateDecision,
+    base_model_id: str | None,
+    model_name: str | None,
+) -> GateDecision:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.promote-", dir=target.parent))
     umask = _umask()
     try:
@@ -326,9 +376,21 @@ def _promote_locked(candidate_dir: Path, target: Path, decision: GateDecision) -
             src.name: _copy_hashed(src, tmp / src.name) for src in _model_files(candidate_dir)
         }
         _check_same_model(tmp, decision)
-        final = decision.model_copy(update={"promoted_to": str(target), "files": hashes})
+        # Only after the content check: the copy is the gated model; now make it portable.
+        base_id = _card_base(decision, base_model_id)
+        rewrites, notes = _portable_base(tmp, hashes, base_id)
+        final = decision.model_copy(
+            update={
+                "promoted_to": str(target),
+                "files": hashes,
+                "rewrites": rewrites,
+                "notes": [*decision.notes, *notes],
+            }
+        )
         atomic_write_text(tmp / "decision.json", final.model_dump_json(indent=2) + "\n")
-        atomic_write_text(tmp / "README.md", model_card(final))
+        atomic_write_text(
+            tmp / "README.md", model_card(final, model_name=model_name, base_model_id=base_id)
+        )
         for p in tmp.iterdir():  # read-only: the promoted model is what was gated
             os.chmod(p, 0o444 & ~umask)
         _fsync_dir(tmp)
@@ -352,6 +414,65 @@ def _promote_locked(candidate_dir: Path, target: Path, decision: GateDecision) -
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+_BASE_FIELD = "base_model_name_or_path"
+_JSON_STRING_FIELD = r'("{field}"\s*:\s*)("(?:[^"\\]|\\.)*")'
+
+
+def _field_literal(text: str, field: str) -> re.Match[str] | None:
+    """The one ``"field": "..."`` in a JSON text (None when absent or not exactly once)."""
+    found = list(re.finditer(_JSON_STRING_FIELD.format(field=re.escape(field)), text))
+    return found[0] if len(found) == 1 else None
+
+
+def _is_local_path(value: str) -> bool:
+    return os.path.isabs(value) or value.startswith(("~", "./", "../", "\\"))
+
+
+def _portable_base(
+    directory: Path, hashes: dict[str, str], base_id: str | None
+) -> tuple[list[FileRewrite], list[str]]:
+    """Replace a local ``base_model_name_or_path`` in the copied adapter_config.json by the hub id."""
+    path = directory / "adapter_config.json"
+    if not path.is_file():
+        return [], []
+    gated = path.read_bytes()
+    text = gated.decode("utf-8")
+    match = _field_literal(text, _BASE_FIELD)
+    if match is None:
+        return [], []
+    value = json.loads(match.group(2))
+    if not isinstance(value, str) or not _is_local_path(value):
+        return [], []
+    if base_id is None:
+        return [], [
+            f"adapter_config.json names its base by the local path {value}; no hub id is known "
+            "for it, so it was left as it is (pass the base's hub id: gate.base_model_id)"
+        ]
+    promoted_json = json.dumps(base_id)
+    new_text = text[: match.start(2)] + promoted_json + text[match.end(2) :]
+    record = FileRewrite(
+        file=path.name,
+        field=_BASE_FIELD,
+        gated_json=match.group(2),
+        promoted_json=promoted_json,
+        gated_sha256="sha256:" + hashlib.sha256(gated).hexdigest(),
+        reason=f"the base was read from a local directory; on the hub it is {base_id}",
+    )
+    if _undo(new_text, record) != gated:  # cannot happen for a JSON string; never risk it
+        return [], [f"adapter_config.json: {_BASE_FIELD} could not be rewritten reversibly"]
+    atomic_write_text(path, new_text)
+    hashes[path.name] = _file_sha256(path)
+    return [record], []
+
+
+def _undo(text: str, rewrite: FileRewrite) -> bytes | None:
+    """The file's bytes as gated: the promoted value put back to the gated one."""
+    match = _field_literal(text, rewrite.field)
+    if match is None or match.group(2) != rewrite.promoted_json:
+        return None
+    return (text[: match.start(2)] + rewrite.gated_json + text[match.end(2) :]).encode("utf-8")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -429,4 +550,17 @@ def verify_promotion(directory: Path) -> VerifyResult:
         elif path.is_symlink() or _file_sha256(path) != expected:
             result.changed.append(name)
     result.extra = sorted(present - set(decision.files) - set(_OWN_FILES))
+    for rewrite in decision.rewrites:
+        path = directory / rewrite.file
+        if rewrite.file in result.changed or rewrite.file in result.missing:
+            continue
+        gated = _undo(path.read_text(encoding="utf-8"), rewrite)
+        if gated is None or "sha256:" + hashlib.sha256(gated).hexdigest() != rewrite.gated_sha256:
+            result.changed.append(rewrite.file)
+        else:
+            result.notes.append(
+                f"{rewrite.file}: {rewrite.field} was rewritten at promotion "
+                f"({rewrite.gated_json} → {rewrite.promoted_json}); put back, the file is the "
+                f"one the gate evaluated ({rewrite.gated_sha256[:19]}…)"
+            )
     return result

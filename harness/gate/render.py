@@ -7,7 +7,14 @@ import math
 from dpo_harness.evaluation.report import format_value
 from dpo_harness.gate.decision import GateDecision, Verdict, fmt_ci
 
-__all__ = ["GATE_HEADERS", "gate_rows", "render_gate_markdown"]
+__all__ = [
+    "GATE_HEADERS",
+    "LEGEND",
+    "gate_headers",
+    "gate_rows",
+    "render_gate_markdown",
+    "summary_lines",
+]
 
 _MARK = {
     Verdict.PASS: "pass",
@@ -57,6 +64,20 @@ GATE_HEADERS = [
     "verdict",
 ]
 
+# What the marks in the verdict column mean (printed under every gate table).
+LEGEND = (
+    "verdict: pass / improved = non-inferior (improved: better with confidence); REGRESSED = worse "
+    "than the margin; inconclusive = the interval straddles the margin; HARD FAIL = outside a hard "
+    "limit; skipped = not comparable here (the reason is in decision.json); — = reported only, "
+    "never gated."
+)
+
+
+def gate_headers(decision: GateDecision) -> list[str]:
+    """The table's headers, the interval labelled with its level (1 − 2α: 90% at α = 0.05)."""
+    level = round(100 * (1 - 2 * decision.policy.alpha))
+    return [*GATE_HEADERS[:5], f"{level}% CI of Δ", *GATE_HEADERS[6:]]
+
 
 def render_gate_markdown(decision: GateDecision) -> str:
     from tabulate import tabulate
@@ -73,7 +94,9 @@ def render_gate_markdown(decision: GateDecision) -> str:
         if decision.rules is not None
         else "- gate policy file: none (the suites' own margins and hard limits)",
         "",
-        tabulate(gate_rows(decision), headers=GATE_HEADERS, tablefmt="github"),
+        tabulate(gate_rows(decision), headers=gate_headers(decision), tablefmt="github"),
+        "",
+        LEGEND,
         "",
         "## Reasons",
         "",
@@ -95,3 +118,40 @@ def render_gate_markdown(decision: GateDecision) -> str:
     if decision.promoted_to:
         lines += ["", f"Promoted to `{decision.promoted_to}`."]
     return "\n".join(lines) + "\n"
+
+
+def summary_lines(decision: GateDecision, *, report_html: str | None = None) -> list[str]:
+    """What a person reads first under the table: the verdict, a count, what to look at, where.
+
+    A refusal leads with how many metrics block and the one or two to look at first (hard
+    limits before regressions before inconclusive), quotes their worst answers, and points to
+    report.html — instead of every reason in a row.
+    """
+    from dpo_harness.gate.decision import blocks
+
+    blocking = [v for v in decision.verdicts if blocks(v, decision.policy)]
+    gated = [v for v in decision.verdicts if v.verdict not in (Verdict.NOT_GATED, Verdict.SKIPPED)]
+    lines: list[str] = []
+    if not blocking:
+        lines.append(f"PROMOTE: {decision.reasons[0]}" if decision.reasons else "PROMOTE")
+    else:
+        order = {Verdict.HARD_FAIL: 0, Verdict.REGRESSED: 1, Verdict.INCONCLUSIVE: 2}
+        first = sorted(blocking, key=lambda v: order.get(v.verdict, 3))
+        lines.append(
+            f"REFUSE: {len(blocking)} of {len(gated)} gated metrics block promotion. Look first at:"
+        )
+        for v in first[:2]:
+            lines.append(f"  - {v.reason}")
+            for e in v.examples[:2]:
+                if e.response:
+                    lines.append(
+                        f"      {e.item_id}: {format_value(e.candidate)} "
+                        f"(baseline {format_value(e.baseline)}): {e.response}"
+                    )
+        if len(blocking) > 2:
+            lines.append(f"  … and {len(blocking) - 2} more (every reason is in gate.md)")
+    for note in decision.notes:
+        lines.append(f"! {note}")
+    if report_html:
+        lines.append(f"full report: {report_html}")
+    return lines

@@ -35,15 +35,15 @@ Pure numpy/scipy; no torch, no pydantic.  Every random draw comes from
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize, special, stats
 
 __all__ = [
     "Alternative",
@@ -318,6 +318,8 @@ def _as_binary(values: Sequence[bool | int] | ArrayLike, name: str) -> NDArray[n
 def mcnemar_exact(
     candidate: Sequence[bool | int] | ArrayLike, baseline: Sequence[bool | int] | ArrayLike
 ) -> McNemarResult:
+    from scipy import stats  # lazy: scipy costs ~1 s to import
+
     """Exact McNemar test of paired right/wrong outcomes (candidate vs baseline).
 
     Only discordant items carry information: under H0 each is equally likely to favour
@@ -391,6 +393,8 @@ def _tango_z(b: int, c: int, n: int, delta0: float) -> float:
 
 
 def mcnemar_noninferiority_p(b: int, c: int, n: int, margin: float) -> float:
+    from scipy import special  # lazy: scipy costs ~1 s to import
+
     """p-value of H0: Δacc <= -margin against Δacc > -margin for paired binary outcomes.
 
     ``b``/``c`` are the discordant counts as in :class:`McNemarResult` and
@@ -412,6 +416,8 @@ def mcnemar_noninferiority_p(b: int, c: int, n: int, margin: float) -> float:
 
 def _score_bound(b: int, c: int, n: int, z_crit: float, lower: bool) -> float:
     """One end of the Tango score interval: where Z(delta0) crosses +-z_crit."""
+    from scipy import optimize  # lazy: scipy costs ~1 s to import
+
     estimate = (c - b) / n
     edge = -1.0 if lower else 1.0
     if estimate == edge:
@@ -429,6 +435,8 @@ def _score_bound(b: int, c: int, n: int, z_crit: float, lower: bool) -> float:
 
 
 def mcnemar_score_ci(b: int, c: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    from scipy import special  # lazy: scipy costs ~1 s to import
+
     """Tango score interval for Δacc = (c - b)/n, the inversion of the score test.
 
     Its lower ``1 - (1 - confidence)/2`` bound exceeds ``-margin`` exactly when
@@ -523,6 +531,8 @@ def items_needed(
     power: float = 0.8,
     null_sd: float | None = None,
 ) -> int | None:
+    from scipy import special  # lazy: scipy costs ~1 s to import
+
     """Approximate paired items for a one-sided level-alpha test to decide.
 
     Normal approximation: n ≈ ((z_{1-alpha} * sd0 + z_power * sd) / distance)^2 where
@@ -607,7 +617,12 @@ class NonInferiorityResult:
     margin: float
     alpha: float
     method: str
-    bootstrap_ci: tuple[float, float]
+    _bootstrap: Callable[[], tuple[float, float]] = field(repr=False, compare=False)
+
+    @property
+    def bootstrap_ci(self) -> tuple[float, float]:
+        """A bootstrap interval at the same level (computed when first asked: display only)."""
+        return self._bootstrap()
 
     @property
     def additional_items(self) -> int | None:
@@ -641,6 +656,8 @@ def _bootstrap_inference(diff: FloatArray, alpha: float, n_resamples: int, seed:
 
 
 def _binary_inference(diff: FloatArray, alpha: float, margin: float) -> _Inference:
+    from scipy import special  # lazy: scipy costs ~1 s to import
+
     if not np.all((diff == -1.0) | (diff == 0.0) | (diff == 1.0)):
         raise ValueError("binary=True needs diff values in {-1, 0, 1}")
     if margin >= 1.0:
@@ -705,13 +722,18 @@ def non_inferiority(
     _check_open_unit(alpha, "alpha", upper=0.5)
     _check_resamples(n_resamples)
     threshold = -margin
+    boot: Callable[[], tuple[float, float]]
     if binary:
         inference = _binary_inference(data, alpha, margin)
-        boot = _interval(_bootstrap_distribution(data, n_resamples, seed, "percentile"), alpha)
+        # For display only, and 99% of the call's time when computed: done when first asked.
+        boot = functools.cache(
+            lambda: _interval(_bootstrap_distribution(data, n_resamples, seed, "percentile"), alpha)
+        )
         method = "tango-score"
     else:
         inference = _bootstrap_inference(data, alpha, n_resamples, seed)
-        boot = inference.ci
+        ci = inference.ci
+        boot = lambda: ci  # noqa: E731
         method = "bootstrap-t"
     mean = _point_mean(data)
     p_noninferior = inference.p_at_most(threshold)
@@ -734,7 +756,7 @@ def non_inferiority(
         margin=margin,
         alpha=alpha,
         method=method,
-        bootstrap_ci=boot,
+        _bootstrap=boot,
     )
 
 

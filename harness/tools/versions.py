@@ -3,7 +3,9 @@
 ``suites/versions.json`` records, for each built-in suite, its version together with the hash of
 its data and of its scoring code, and under ``measurement`` the runner's measurement version
 (:data:`dpo_harness.evaluation.measure.MEASUREMENT_VERSION`) with the hash of the code that
-defines the measurements (:data:`~dpo_harness.evaluation.measure.MEASUREMENT_MODULES`). Code
+defines the measurements (:data:`~dpo_harness.evaluation.measure.MEASUREMENT_MODULES`), and under ``user-suites`` the
+version of the code that scores suites declared in YAML (:data:`dpo_harness.suites.user.CODE_VERSION`,
+part of every user suite's declaration hash) with the hash of its modules. Code
 hashes are over the AST without docstrings, import statements and type annotations, so
 comments, formatting, typing and moving a module do not count; anything that computes
 differently does. A test fails when a hash
@@ -28,12 +30,14 @@ import sys
 from pathlib import Path
 
 import dpo_harness.suites as builtin_suites
+import dpo_harness.suites.user as user_suites
 from dpo_harness.evaluation import measure
 from dpo_harness.evaluation.suite import Suite, available_suites
 from dpo_harness.files import atomic_write_text
 
 __all__ = [
     "MEASUREMENT",
+    "USER_SUITES",
     "VERSIONS_FILE",
     "check",
     "code_hash",
@@ -97,6 +101,7 @@ def code_hash(cls: type[Suite]) -> str:
 
 
 MEASUREMENT = "measurement"  # the versions.json entry of the runner's measurement code
+USER_SUITES = "user-suites"  # the entry of the code that scores suites declared in YAML
 
 
 def current() -> dict[str, dict[str, str]]:
@@ -112,6 +117,10 @@ def current() -> dict[str, dict[str, str]]:
     out[MEASUREMENT] = {
         "version": measure.MEASUREMENT_VERSION,
         "code_hash": modules_hash(measure.MEASUREMENT_MODULES),
+    }
+    out[USER_SUITES] = {
+        "version": user_suites.CODE_VERSION,
+        "code_hash": modules_hash(user_suites.SCORING_MODULES),
     }
     return out
 
@@ -130,12 +139,21 @@ def check() -> list[str]:
             problems.append(f"{name!r} is not recorded in versions.json: run --update")
             continue
         changed = [k for k in ("data_hash", "code_hash") if old.get(k) != now.get(k)]
-        label = "the measurement code" if name == MEASUREMENT else f"suite {name!r}"
+        label = {MEASUREMENT: "the measurement code", USER_SUITES: "the user-suite code"}.get(
+            name, f"suite {name!r}"
+        )
         if changed and old["version"] == now["version"]:
             if name == MEASUREMENT:
                 problems.append(
                     f"the runner's measurement code ({', '.join(measure.MEASUREMENT_MODULES)}) "
                     f"changed but MEASUREMENT_VERSION is still {now['version']}: bump `version`"
+                )
+                continue
+            if name == USER_SUITES:
+                problems.append(
+                    f"the user-suite scoring code ({', '.join(user_suites.SCORING_MODULES)}) "
+                    f"changed but dpo_harness.suites.user.CODE_VERSION is still "
+                    f"{now['version']}: bump `version`"
                 )
                 continue
             what = " and ".join("data" if k == "data_hash" else "scoring code" for k in changed)

@@ -12,6 +12,8 @@ from typing import Any
 
 from dpo_harness.plugins.dpo.run_config import DatasetSettings, DPORunConfig, TrainingSettings
 from dpo_harness.training.plugin import (
+    CheckpointGate,
+    GateSettings,
     PreflightSummary,
     RunConfigBase,
     TrainingPlugin,
@@ -24,6 +26,7 @@ __all__ = ["DPOPlugin", "DPORunConfig"]
 class DPOPlugin(TrainingPlugin):
     name = "dpo"
     config_type = DPORunConfig
+    supports_live_gate = True
 
     def demo_config(self, output_dir: Path) -> DPORunConfig:
         """The embedded demo: the demo model, the demo preference pairs, a few minutes on 2 cores."""
@@ -43,6 +46,8 @@ class DPOPlugin(TrainingPlugin):
                 save_steps=40,
                 eval_steps=40,
             ),
+            # Each checkpoint is gated when it is saved; two refusals in a row end the run.
+            gate=GateSettings(live=True, stop_after_refusals=2),
         )
 
     def _config(self, config: RunConfigBase) -> DPORunConfig:
@@ -76,6 +81,7 @@ class DPOPlugin(TrainingPlugin):
         progress: bool = True,
         log: Callable[[str], None] = print,
         callbacks: Sequence[Any] = (),
+        live_gate: CheckpointGate | None = None,
     ) -> TrainingResult:
         from dpo_harness.plugins.dpo.trainer import run_dpo
 
@@ -86,4 +92,5 @@ class DPOPlugin(TrainingPlugin):
             progress=progress,
             log=log,
             callbacks=callbacks,
+            live_gate=live_gate,
         )

@@ -6,10 +6,13 @@ NaN points are drawn as red markers on the x axis, so a NaN run looks broken in 
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from dpo_harness.files import atomic_write_bytes
 
 __all__ = ["PANELS", "plot_curves"]
 
@@ -66,7 +69,8 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, *, title: str 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=90)
     plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())  # a kill or a full disk never leaves half a PNG
     return [path]

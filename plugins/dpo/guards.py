@@ -37,6 +37,8 @@ class DPOGuard(TrainerCallback):
         self.settings = settings
         self.beta = beta
         self.events: list[GuardEvent] = []
+        self._stop: GuardEvent | None = None
+        self._recorded: list[GuardEvent] = []
         self.blocked_steps: set[int] = set()
         self.events_path = events_path
         self._first: dict[str, float] = {}
@@ -49,11 +51,32 @@ class DPOGuard(TrainerCallback):
 
     @property
     def stopped(self) -> bool:
-        return any(e.stopped for e in self.events)
+        """A guard stopped the run (the live gate's stop is not a guard's: see ``record``)."""
+        return self._stop is not None
 
     @property
     def stop_reason(self) -> str | None:
-        return next((e.message for e in self.events if e.stopped), None)
+        return self._stop.message if self._stop is not None else None
+
+    @property
+    def stopped_by_gate(self) -> bool:
+        return any(e.stopped for e in self._recorded)
+
+    def record(self, event: GuardEvent, control: Any) -> None:
+        """Add an event from outside the guard (the live gate's stop) to the run's events."""
+        if event.stopped and (self.stopped or self.stopped_by_gate):
+            return
+        self._recorded.append(event)
+        self._append(event)
+        if event.stopped:
+            control.should_training_stop = True
+
+    def _append(self, event: GuardEvent) -> None:
+        self.events.append(event)
+        if self.events_path is not None:
+            self.events_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.events_path.open("a", encoding="utf-8") as fh:
+                fh.write(event.model_dump_json() + "\n")
 
     def _event(self, control: Any, step: int, kind: str, message: str, *, stop: bool) -> None:
         if stop and self.stopped:
@@ -67,12 +90,9 @@ class DPOGuard(TrainerCallback):
         )
         if not stop and any(e.kind == kind for e in self.events):
             return  # one warning per kind
-        self.events.append(event)
-        if self.events_path is not None:
-            self.events_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.events_path.open("a", encoding="utf-8") as fh:
-                fh.write(event.model_dump_json() + "\n")
+        self._append(event)
         if stop:
+            self._stop = event
             control.should_training_stop = True
 
     # ------------------------------------------------------------------ callbacks

@@ -13,22 +13,29 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dpo_harness.errors import BadInputError
-from dpo_harness.files import atomic_write_text
+from dpo_harness.errors import BadInputError, HarnessError
+from dpo_harness.files import atomic_write_text, exchange_paths, writing
 from dpo_harness.launcher import is_main_process, world_size
 from dpo_harness.plugins.dpo.curves import plot_curves
 from dpo_harness.plugins.dpo.guards import DPOGuard
+from dpo_harness.plugins.dpo.live import LiveGateCallback, trainer_logger
 from dpo_harness.plugins.dpo.preflight import PreflightReport, load_preference_rows, preflight
 from dpo_harness.plugins.dpo.run_config import DEMO_PREFERENCES, DPORunConfig
 from dpo_harness.schema import Finding
-from dpo_harness.training.plugin import CheckpointRecord, PreflightSummary, TrainingResult
+from dpo_harness.training.plugin import (
+    CheckpointGate,
+    CheckpointRecord,
+    PreflightSummary,
+    TrainingResult,
+)
 
-__all__ = ["build_dpo_config", "is_main_process", "load_data", "run_dpo"]
+__all__ = ["build_dpo_config", "dpo_config_kwargs", "is_main_process", "load_data", "run_dpo"]
 
 
 def _source(path: str) -> str:
@@ -67,6 +74,7 @@ def load_data(
         skip_bad_rows=skip,
         source=f"{config.dataset.path} [{config.dataset.split}]",
     )
+    _require_trainable(train_report, config)
     eval_raw = _eval_rows(config)
     if eval_raw is None:
         return train, None, train_report, None
@@ -78,6 +86,20 @@ def load_data(
         source=f"{config.dataset.eval_path or config.dataset.path} [{config.dataset.eval_split}]",
     )
     return train, ev, train_report, ev_report
+
+
+def _require_trainable(report: PreflightReport, config: DPORunConfig) -> None:
+    """Refuse, before any training, data that would leave TRL no row to train on."""
+    trainable = report.n_usable - report.dropped_rows
+    if trainable > 0:
+        return
+    raise BadInputError(
+        f"no trainable rows in {config.dataset.path}: {report.n_rows} rows, {report.n_usable} "
+        f"well-formed, {report.dropped_rows} of them with a prompt of at least "
+        f"training.max_length = {config.training.max_length} tokens (TRL drops those)",
+        "raise training.max_length, shorten the prompts, or fix the rows named by "
+        "`dpo-harness preflight`",
+    )
 
 
 def summarise_preflight(train: PreflightReport, ev: PreflightReport | None) -> PreflightSummary:
@@ -117,8 +139,23 @@ def _load_model(config: DPORunConfig) -> tuple[Any, Any, Any]:
 
 def build_dpo_config(config: DPORunConfig, *, has_eval: bool, progress: bool) -> Any:
     """DPOConfig with every default that bit the seed run set explicitly."""
-    import torch
     from trl import DPOConfig
+
+    kwargs = dpo_config_kwargs(config, has_eval=has_eval, progress=progress)
+    kwargs.update(config.training.extra_args)  # names checked when read; none of ours
+    _check_trackers(config.training.report_to)
+    try:
+        return DPOConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(
+            f"TRL's DPOConfig refused the run's settings: {(str(exc).splitlines() or [''])[0]}",
+            "check training.extra_args and training.report_to in the run config",
+        ) from None
+
+
+def dpo_config_kwargs(config: DPORunConfig, *, has_eval: bool, progress: bool) -> dict[str, Any]:
+    """The DPOConfig arguments the run config sets (``training.extra_args`` adds the rest)."""
+    import torch
 
     t = config.training
     cuda = torch.cuda.is_available()
@@ -139,6 +176,7 @@ def build_dpo_config(config: DPORunConfig, *, has_eval: bool, progress: bool) ->
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler_type,
+        optim=t.optim,
         warmup_steps=t.warmup_steps,
         beta=t.beta,
         loss_type=list(t.loss_type),
@@ -160,7 +198,7 @@ def build_dpo_config(config: DPORunConfig, *, has_eval: bool, progress: bool) ->
         gradient_checkpointing=t.activation_checkpointing,
         seed=t.seed,
         data_seed=t.seed,
-        report_to=[],
+        report_to=list(t.report_to),
         disable_tqdm=not progress,
         save_only_model=False,
         dataloader_num_workers=0,
@@ -171,7 +209,20 @@ def build_dpo_config(config: DPORunConfig, *, has_eval: bool, progress: bool) ->
         kwargs["num_train_epochs"] = t.num_train_epochs
     if distributed and not cuda:
         kwargs["ddp_backend"] = "gloo"
-    return DPOConfig(**kwargs)
+    return kwargs
+
+
+def _check_trackers(report_to: list[str]) -> None:
+    """A tracker that is named but not installed is a config error, before any training."""
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    available = set(get_available_reporting_integrations())
+    missing = [r for r in report_to if r not in ("all", "none") and r not in available]
+    if missing:
+        raise BadInputError(
+            f"training.report_to names {', '.join(missing)}, which is not installed",
+            f"pip install {' '.join(missing)} (or remove it from training.report_to)",
+        )
 
 
 def _peft_config(config: DPORunConfig, model: Any) -> Any:
@@ -243,46 +294,90 @@ def _checkpoints(output_dir: Path) -> list[CheckpointRecord]:
     ]
 
 
-def set_aside_incomplete(output_dir: Path, log: Callable[[str], None]) -> Path | None:
+def set_aside_incomplete(
+    output_dir: Path, log: Callable[[str], None], *, said_by: str = "resume"
+) -> Path | None:
     """Move half-written checkpoints out of the way (kept, renamed) and return the newest complete one."""
     newest = None
     for step, p in _checkpoint_dirs(output_dir):
         if _is_complete(p):
             newest = p
             continue
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"{time.time_ns() // 1000 % 1_000_000:06d}"
         aside = p.with_name(f"incomplete-{p.name}-{stamp}")
         os.replace(p, aside)
         log(
-            f"resume: {p.name} was not completely written (the run was interrupted while saving "
+            f"{said_by}: {p.name} was not completely written (the run was interrupted while saving "
             f"step {step}); kept as {aside.name}, not used"
         )
     return newest
 
 
+def _guarded_saves(trainer_cls: type) -> type:
+    """``trainer_cls`` whose checkpoint saves fail as a one-line error, not a torch traceback."""
+
+    class GuardedSaves(trainer_cls):  # type: ignore[misc]
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            with writing(folder, "the training checkpoint"):
+                super()._save_checkpoint(model, trial)
+
+    GuardedSaves.__name__ = GuardedSaves.__qualname__ = trainer_cls.__name__
+    return GuardedSaves
+
+
+def _already_done(checkpoint: Path) -> bool:
+    """True when ``checkpoint`` is the run's last step. The Trainer resumed from it anyway would
+    train one step past max_steps (transformers 5 checks the stop condition only after a step)."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        return int(state["global_step"]) >= int(state["max_steps"]) > 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _restore_finished(trainer: Any, checkpoint: Path) -> None:
+    """Load a finished run's last checkpoint (weights and state) without training a step."""
+    from transformers import TrainerState
+
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    trainer._load_from_checkpoint(str(checkpoint))
+
+
 def _save_final(trainer: Any, out_dir: Path) -> Path:
-    """Save the final model into a temporary directory, then rename it to ``final``.
+    """Save the final model into a temporary directory, then swap it in as ``final``.
 
     A kill while saving leaves the temporary directory (removed by the next run), never a
-    half-written ``final/`` that a later command would gate.
+    half-written ``final/`` that a later command would gate; a kill between the two renames of
+    the fallback swap leaves the earlier ``final/`` aside, and the next run puts it back.
     """
-    import shutil
     import tempfile
 
     final = out_dir / "final"
-    for leftover in out_dir.glob(".final.saving-*"):
+    replaced = sorted(out_dir.glob(".final.replaced-*"))
+    if not final.exists() and replaced:
+        os.replace(replaced.pop(), final)
+    for leftover in [*out_dir.glob(".final.saving-*"), *replaced]:
         shutil.rmtree(leftover, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".final.saving-", dir=out_dir))
-    os.chmod(tmp, 0o755)
-    trainer.save_model(str(tmp))
-    trainer.state.save_to_json(str(tmp / "trainer_state.json"))
-    if final.exists():
-        old = out_dir / f".final.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    try:
+        with writing(final, "the final model"):
+            os.chmod(tmp, 0o755)
+            trainer.save_model(str(tmp))
+            trainer.state.save_to_json(str(tmp / "trainer_state.json"))
+            if not final.exists():
+                os.replace(tmp, final)
+                return final
+            if exchange_paths(tmp, final):
+                old = tmp  # the earlier final/ now lives at the temporary name
+            else:
+                old = out_dir / f".final.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -294,10 +389,19 @@ def run_dpo(
     progress: bool = True,
     log: Callable[[str], None] = print,
     callbacks: Sequence[Any] = (),
+    live_gate: CheckpointGate | None = None,
 ) -> TrainingResult:
-    """Train; a numerical failure is reported as ``stopped`` with a reason, never hidden."""
+    """Train; a numerical failure is reported as ``stopped`` with a reason, never hidden.
+
+    With ``live_gate`` every checkpoint is gated when it is saved (:mod:`.live`); the gate may
+    end training early (``stopped_by_gate``), which is not a failure of training.
+    """
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import datasets
     from datasets import Dataset
+
+    if not progress:
+        datasets.disable_progress_bars()  # "--quiet" means quiet: no map/filter bars either
     from trl import DPOTrainer
 
     started = time.perf_counter()
@@ -307,31 +411,31 @@ def run_dpo(
     train_rows, eval_rows, train_report, eval_report = load_data(
         config, tokenizer, skip_bad_rows=skip_bad_rows
     )
-    if train_report.n_usable == 0:
-        raise BadInputError(
-            f"no usable training rows in {config.dataset.path}", "check the preflight findings"
-        )
     if is_main_process():
         for f in summarise_preflight(train_report, eval_report).findings:
             log(f"preflight: {f}")
     args = build_dpo_config(config, has_eval=bool(eval_rows), progress=progress)
     events_path = out_dir / "guard_events.jsonl"
-    if not resume:
-        events_path.unlink(missing_ok=True)
+    if is_main_process() and (not resume or not events_path.exists()):
+        # Written even when no guard fires: an empty file says "checked, nothing seen".
+        atomic_write_text(events_path, "")
     guard = DPOGuard(
         config.guards,
         beta=config.training.beta,
         events_path=events_path if is_main_process() else None,
     )
-    trainer = DPOTrainer(
+    live = LiveGateCallback(live_gate, guard) if live_gate is not None else None
+    trainer = _guarded_saves(DPOTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=_peft_config(config, model),
-        callbacks=[guard, *callbacks],
+        callbacks=[guard, *([live] if live is not None else []), *callbacks],
     )
+    if live is not None:
+        live.log_metrics = trainer_logger(trainer)
     if progress:
         _quiet_progress(trainer)
     else:
@@ -355,7 +459,20 @@ def run_dpo(
             resume_from = str(newest)
             log(f"resuming from {newest}")
     t_train = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        if resume_from is not None and _already_done(Path(resume_from)):
+            _restore_finished(trainer, Path(resume_from))
+            log(f"resume: {Path(resume_from).name} already reached max_steps; nothing to train")
+        else:
+            trainer.train(resume_from_checkpoint=resume_from)
+    except HarnessError as exc:  # a checkpoint that could not be written (see _guarded_saves)
+        if is_main_process():
+            set_aside_incomplete(out_dir, log, said_by="train")  # kept, never picked by --resume
+        raise BadInputError(
+            exc.cause,
+            "free some disk space (or fix the permissions), then continue with --resume: it "
+            "starts from the last complete checkpoint; the half-written one was set aside",
+        ) from exc
     train_seconds = time.perf_counter() - t_train
     steps = int(trainer.state.global_step)
     checkpoints = _checkpoints(out_dir)
@@ -371,11 +488,14 @@ def run_dpo(
             final = _save_final(trainer, out_dir)
             checkpoints.append(CheckpointRecord(path=final, step=steps, final=True))
     done = max(steps - guard.start_step, 1)
+    # Steps only: the live gates paused training for their own time (said separately).
+    train_seconds -= sum(v.seconds for v in live.verdicts) if live is not None else 0.0
     return TrainingResult(
         output_dir=out_dir,
         checkpoints=checkpoints,
         stopped=guard.stopped,
         stop_reason=guard.stop_reason,
+        stopped_by_gate=guard.stopped_by_gate,
         events=list(guard.events),
         findings=findings,
         steps_completed=steps,

@@ -121,6 +121,21 @@ def test_no_prompt_is_generated_twice(demo_loaded: Any) -> None:
     assert stats["generations"] == stats["generated_prompts"] == len(set(planned))
 
 
+def test_plain_text_prompts_and_per_request_lengths(demo_loaded: Any) -> None:
+    """A str prompt is the text the model sees; max_new_tokens bounds one request's answer."""
+    chat = user_prompt("DSPとは何ですか。")
+    text = render_prompt(demo_loaded.tokenizer, chat)
+    short = GenerateRequest(prompt=text, max_new_tokens=3)
+    full = GenerateRequest(prompt=text)
+    runner = ModelRunner(demo_loaded, batch_size=4)
+    got = runner.run([short, full, GenerateRequest(prompt=chat)])
+    assert got[full] == got[GenerateRequest(prompt=chat)]  # the same text: generated once
+    assert len(got[short].token_ids) == 3 and not got[short].hit_eos
+    assert got[full].token_ids[:3] == got[short].token_ids
+    assert len(got[full].token_ids) > 3
+    assert runner.stats.generations[text] == 2  # once per length
+
+
 def test_batched_generation_equals_one_by_one(demo_loaded: Any) -> None:
     prompts = tuple(
         user_prompt(p.prompt) for p in load_items(open_prompts_path(), OpenPrompt, what="p")

@@ -240,6 +240,14 @@ def test_baseline_update_after_a_data_change_reports_exactly_what_moved(tmp_path
     assert diff.exit_code == 0 and moved_line in diff.output
     show = runner.invoke(cli, ["baseline", "show", "--baselines-dir", str(bdir)])
     assert show.exit_code == 0 and "demo.json" in show.output
+    # A second update with nothing changed leaves the (tracked) file byte for byte as it was.
+    before = (bdir / "demo.json").read_bytes()
+    again = runner.invoke(cli, ["baseline", "update", "demo", *args])
+    assert again.exit_code == 0 and "nothing changed" in again.output, again.output
+    assert (bdir / "demo.json").read_bytes() == before
+    assert len(list((bdir / "reports").glob("demo-*.md"))) == 1
+    named = runner.invoke(cli, ["baseline", "show", "demo", "--baselines-dir", str(bdir)])
+    assert named.exit_code == 0 and "max_new_tokens=" in named.output, named.output
 
 
 def test_gate_resolves_and_fingerprints_each_model_once(
@@ -272,6 +280,11 @@ def test_gate_resolves_and_fingerprints_each_model_once(
     demo = str(Path(loading.demo_model_dir()).resolve())
     assert sorted(resolved) == sorted([str(bang.resolve()), demo]), resolved
     assert sorted(fingerprinted) == sorted([str(bang.resolve()), demo]), fingerprinted
+    # One model resident at a time: the base was loaded by the runner after the candidate's
+    # last request (the candidate released first), not beside it.
+    report = json.loads((tmp_path / "o" / "report.json").read_text(encoding="utf-8"))
+    assert report["provenance"]["runner_stats"]["model_loads"] == 1
+    assert report["provenance"]["reference_source"] == "base-option"
 
 
 def test_a_base_failing_its_own_hard_limits_is_refused_and_accepted_with_a_policy_file(
@@ -307,7 +320,7 @@ def test_a_base_failing_its_own_hard_limits_is_refused_and_accepted_with_a_polic
     # The readable summary: the policy, a table with the power columns, no Python dict.
     shown = runner.invoke(cli, ["baseline", "show", "demo", "--baselines-dir", str(bdir)])
     assert shown.exit_code == 0, shown.output
-    assert "{'" not in shown.output and "max_new_tokens 8" in shown.output
+    assert "{'" not in shown.output and "max_new_tokens=8" in shown.output
     assert "repetition::eos_rate: not gated, hard limit none" in shown.output
     assert "resolves margin ≥" in shown.output and "false refusal" in shown.output
     # Candidates are gated under the baseline's policy; another policy is refused before loading.

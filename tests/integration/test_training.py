@@ -16,6 +16,7 @@ from dpo_harness.gate.baseline import load_baseline
 from dpo_harness.plugins.dpo.run_config import DPORunConfig
 from dpo_harness.training.plugin import get_plugin
 from dpo_harness.training.train_and_gate import train_and_gate
+from huggingface_hub import ModelCard, ModelCardData
 from transformers import TrainerCallback
 
 from tests.helpers import torchrun
@@ -69,6 +70,23 @@ def test_demo_train_and_gate_promotes_without_losing_domain_accuracy(tmp_path: P
     )  # never worse than the gate's margin
     promoted = out / "promoted"
     assert (promoted / "adapter_model.safetensors").is_file() and (promoted / "README.md").is_file()
+    # The demo gates live: each checkpoint when it was saved; the final weights are those of
+    # the last checkpoint, so they are not evaluated again.
+    assert all(c["gated_live"] for c in summary["candidates"])
+    assert [c["name"] for c in summary["candidates"]] == ["checkpoint-40", "checkpoint-80"]
+    assert not (out / "gate" / "final").exists()
+    # A hub-ready card: language, the base's hub id, a model-index, a title naming the model.
+    card = ModelCard((promoted / "README.md").read_text(encoding="utf-8"))
+    data = card.data
+    assert isinstance(data, ModelCardData)
+    assert data.language == "ja" and data.base_model == "dpo-harness/demo"
+    assert data.eval_results and data.model_name == out.name
+    assert card.text.lstrip().startswith(f"# {out.name}\n")
+    adapter_cfg = json.loads((promoted / "adapter_config.json").read_text())
+    assert adapter_cfg["base_model_name_or_path"] == "dpo-harness/demo"
+    verified = CliRunner().invoke(cli, ["verify", str(promoted)])
+    assert verified.exit_code == 0, verified.output
+    assert "rewritten at promotion" in verified.output
     assert (out / "curves.png").stat().st_size > 10_000
     history = json.loads((out / "log_history.json").read_text())
     assert any("rewards/margins" in h for h in history)
@@ -139,11 +157,12 @@ def test_not_learning_is_stopped(tmp_path: Path) -> None:
     assert result.events[0].kind == "not_learning" and "ln 2" in result.events[0].message
 
 
-def test_over_optimised_run_is_refused_by_the_gate(tmp_path: Path) -> None:
+def test_over_optimised_run_is_stopped_early_by_the_live_gate_and_refused(tmp_path: Path) -> None:
     cfg = yaml.safe_load((REPO / "configs" / "demo-overoptimise.yaml").read_text())
+    assert cfg["gate"]["live"] is True and cfg["training"]["max_steps"] == 150
     cfg["output_dir"] = str(tmp_path / "over")
     cfg["evaluation"] = {"suites": ["repetition", "fluency"]}
-    cfg["gate"] = {"primary_metric": "fluency::japanese_share"}
+    cfg["gate"]["primary_metric"] = "fluency::japanese_share"
     path = tmp_path / "over.yaml"
     path.write_text(yaml.safe_dump(cfg))
     result = CliRunner().invoke(cli, ["train-and-gate", "--config", str(path), "--quiet"])
@@ -152,8 +171,95 @@ def test_over_optimised_run_is_refused_by_the_gate(tmp_path: Path) -> None:
     assert summary["outcome"] == "refused" and summary["promoted"] is None
     reasons = " ".join(r for c in summary["candidates"] for r in c["reasons"])
     assert "repetition::" in reasons or "fluency::" in reasons
-    kinds = {e["kind"] for e in summary["training"]["events"]}
-    assert kinds & {"over_optimisation", "likelihood_displacement"}, "the guards warned on the way"
+    training = summary["training"]
+    # The gate ended training long before step 150, with one sentence, and nothing was
+    # gated twice: every candidate was gated live, the final model (same weights) not at all.
+    assert training["stopped_by_gate"] and not training["stopped"]
+    assert training["steps_completed"] < 150
+    assert all(c["gated_live"] for c in summary["candidates"])
+    assert not (tmp_path / "over" / "gate" / "final").exists()
+    events = [
+        json.loads(line)
+        for line in (tmp_path / "over" / "guard_events.jsonl").read_text().splitlines()
+    ]
+    (stop,) = [e for e in events if e["stopped"]]
+    assert stop["kind"] == "live_gate" and stop["step"] == training["steps_completed"]
+    assert stop["message"].startswith(f"Step {stop['step']}: the live gate ")
+    assert stop["message"] in summary["reason"] and "STOPPED EARLY" in result.output
+
+
+class TrainModeSpy(TrainerCallback):
+    """Records whether the model is in train mode at the start of every step."""
+
+    def __init__(self) -> None:
+        self.modes: list[bool] = []
+
+    def on_step_begin(
+        self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
+    ) -> None:
+        self.modes.append(bool(model.training))
+
+
+def test_live_gate_evaluates_the_saved_weights_and_its_metrics_reach_tensorboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dpo_harness.evaluation.loading import resolve_model
+    from dpo_harness.gate.pipeline import execute, prepare
+    from dpo_harness.schema import EvalConfig, EvalReport
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # 16 multiple-choice items (log-likelihoods only, no generation) keep three evaluations
+    # short; the run creates their baseline.
+    items = (REPO / "suites" / "data" / "adtech" / "items.jsonl").read_text(encoding="utf-8")
+    mc = [line for line in items.splitlines() if '"multiple_choice"' in line][:16]
+    (tmp_path / "items.jsonl").write_text("\n".join(mc) + "\n", encoding="utf-8")
+    bdir = tmp_path / "baselines"
+    monkeypatch.setenv("DPO_HARNESS_BASELINES", str(bdir))
+    config = _tiny_config(tmp_path, max_steps=10, save_steps=5, logging_steps=5)
+    config.training.report_to = ["tensorboard"]
+    config.evaluation.suites = ["adtech"]
+    config.evaluation.suite_data = {"adtech": tmp_path / "items.jsonl"}
+    config.gate.live = True
+    spy = TrainModeSpy()
+    summary = train_and_gate(
+        get_plugin("dpo"), config, progress=False, log=lambda _m: None, callbacks=(spy,)
+    )
+    out = config.output_dir
+    assert [(c.name, c.gated_live) for c in summary.candidates] == [
+        ("checkpoint-5", True),
+        ("checkpoint-10", True),
+    ]
+    assert not (out / "gate" / "final").exists()  # the final weights are checkpoint-10's
+    assert spy.modes == [True] * 10  # gating put the model in eval mode and back
+    # The live evaluation is the evaluation of the saved files, under their fingerprint.
+    live = EvalReport.model_validate_json(
+        (out / "gate" / "checkpoint-5" / "report.json").read_text()
+    )
+    ckpt = out / "checkpoint-5"
+    assert live.provenance.model.fingerprint == resolve_model(str(ckpt)).fingerprint
+    assert live.provenance.model.kind.value == "trainer-checkpoint"
+    plan = prepare(
+        EvalConfig.from_settings(config.evaluation, str(ckpt), base="demo"),
+        baseline_file=bdir / "demo.json",
+        out_dir=tmp_path / "from-files",
+    )
+    from_files = execute(plan).report
+    for metric in from_files.suite("adtech").metrics:
+        got = live.suite("adtech").metric(metric.name)
+        assert got.per_sample.keys() == metric.per_sample.keys()
+        for item, value in metric.per_sample.items():
+            assert got.per_sample[item] == pytest.approx(value, abs=1e-6), (metric.name, item)
+    # Every gate metric went through the Trainer's own logging to TensorBoard, at its step.
+    (logdir,) = {p.parent for p in out.glob("runs/*/events.out.tfevents.*")}
+    events = EventAccumulator(str(logdir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/gate/adtech/mc_accuracy", "train/gate/promote"} <= tags
+    for name in ("checkpoint-5", "checkpoint-10"):
+        report = EvalReport.model_validate_json((out / "gate" / name / "report.json").read_text())
+        step = int(name.rsplit("-", 1)[1])
+        logged = {e.step: e.value for e in events.Scalars("train/gate/adtech/mc_accuracy")}
+        assert logged[step] == pytest.approx(report.suite("adtech").metric("mc_accuracy").value)
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -130,8 +130,13 @@ def test_config_file_errors_name_file_and_field(tmp_path: Path) -> None:
         (["evaluate", "--suite-data", "adtech"], "is not NAME=PATH"),
         (
             ["evaluate", "--suites", "numerical", "--suite-data", "adtech=x.jsonl"],
-            "names suite(s) not selected",
+            "names suite 'adtech', which is not selected",
         ),
+        (
+            ["evaluate", "--suite-data", "jcommonsenseqa=x.jsonl"],
+            "names 'jcommonsenseqa', which is not a suite",
+        ),
+        (["evaluate", "--suite-file", "/missing-suites.yaml"], "suite file not found"),
         (["evaluate", "--config", "/missing.yaml"], "config file not found"),
         (
             ["evaluate", "--suites", "adtech", "--suite-data", "adtech=/missing.jsonl"],

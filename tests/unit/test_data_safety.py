@@ -291,3 +291,166 @@ def test_resume_skips_half_written_checkpoints_and_keeps_them(tmp_path: Path) ->
         "incomplete-checkpoint-16",
         "incomplete-checkpoint-20",
     ]
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_a_report_set_is_written_all_or_none_and_a_full_disk_keeps_it_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dpo_harness.files as files
+
+    monkeypatch.setenv("DPO_HARNESS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("report.json", "report.md", "report.html"):
+        (out / name).write_text(f"earlier {name}")
+    real = files._write_tmp
+
+    def full_at_the_html(path: Path, data: bytes) -> Path:
+        if path.parent == out and path.name == "report.html":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(files, "_write_tmp", full_at_the_html)
+    new = {"report.json": "{}", "report.md": "# new", "report.html": "<p>new</p>"}
+    with pytest.raises(HarnessError, match="No space left on device") as err:
+        files.write_outputs(out, new, what="the evaluation report")
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]
+    assert all((out / n).read_text() == f"earlier {n}" for n in new)  # nothing replaced
+    kept = next((tmp_path / "cache" / "unsaved").glob("*-out"))
+    assert {p.name: p.read_text() for p in kept.iterdir()} == new
+    assert str(kept) in err.value.cause and err.value.exit_code == 2
+
+
+def test_a_library_save_that_fills_the_disk_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil as shutil_mod
+
+    from dpo_harness.files import writing
+
+    # torch.save on a full disk: a RuntimeError with no errno ("unexpected pos …").
+    with pytest.raises(RuntimeError, match="unexpected pos"), writing(tmp_path, "the checkpoint"):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 131200")
+    usage = shutil_mod.disk_usage(tmp_path)._replace(free=0)
+    monkeypatch.setattr("dpo_harness.files.shutil.disk_usage", lambda _p: usage)
+    with pytest.raises(HarnessError, match="No space left on device"), writing(tmp_path, "x"):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 131200")
+
+
+def test_an_output_directory_that_cannot_be_filled_is_refused_before_the_work(
+    tmp_path: Path,
+) -> None:
+    from dpo_harness.files import check_output_dir
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for path, words in (
+        (afile, "is an existing file"),
+        (afile / "below", "is a file, not a directory"),
+    ):
+        with pytest.raises(BadInputError, match=words):
+            check_output_dir(path)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "deeper")
+    with pytest.raises(BadInputError, match="leads nowhere"):
+        check_output_dir(tmp_path / "dangling")
+    check_output_dir(tmp_path / "new" / "deeper")  # creatable: fine, and not created yet
+    assert not (tmp_path / "new").exists()
+
+
+# ----------------------------------------------------------------------------- portable adapters
+
+
+def _adapter_dir(path: Path, base: str) -> Path:
+    """A minimal PEFT adapter directory whose adapter_config.json names ``base`` (as PEFT writes it)."""
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = {"base_model_name_or_path": base, "peft_type": "LORA", "r": 2, "target_modules": ["q"]}
+    (path / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    save_file({"q.lora_A.weight": torch.ones(2, 2)}, str(path / "adapter_model.safetensors"))
+    return path
+
+
+def _adapter_decision(candidate: Path, base: str) -> GateDecision:
+    decision = promotion_decision(candidate)
+    info = decision.candidate.model_copy(update={"is_adapter": True, "base_ref": base})
+    return decision.model_copy(update={"candidate": info})
+
+
+def test_a_local_base_path_is_replaced_by_the_hub_id_and_verify_proves_the_gated_bytes(
+    tmp_path: Path,
+) -> None:
+    from dpo_harness.evaluation.loading import demo_model_dir
+
+    base = str(demo_model_dir())  # what training leaves in adapter_config.json: a local path
+    cand = _adapter_dir(tmp_path / "checkpoint-40", base)
+    gated = (cand / "adapter_config.json").read_bytes()
+    target = tmp_path / "promoted"
+    written = promote(cand, target, _adapter_decision(cand, base))
+    promoted_cfg = json.loads((target / "adapter_config.json").read_text())
+    assert promoted_cfg["base_model_name_or_path"] == "dpo-harness/demo"
+    assert {k: v for k, v in promoted_cfg.items() if k != "base_model_name_or_path"} == {
+        k: v for k, v in json.loads(gated).items() if k != "base_model_name_or_path"
+    }
+    (rewrite,) = written.rewrites
+    assert rewrite.file == "adapter_config.json" and rewrite.gated_json == json.dumps(base)
+    assert rewrite.gated_sha256 == "sha256:" + __import__("hashlib").sha256(gated).hexdigest()
+    on_disk = GateDecision.model_validate_json((target / "decision.json").read_text())
+    assert on_disk.rewrites == written.rewrites
+    result = verify_promotion(target)
+    assert result.ok, (result.changed, result.missing, result.extra)
+    assert any("put back, the file is the one the gate evaluated" in n for n in result.notes)
+    # Any other change to the rewritten file is caught, even one that keeps the recorded value.
+    path = target / "adapter_config.json"
+    os.chmod(path, 0o644)
+    path.write_text(path.read_text().replace('"r": 2', '"r": 3'))
+    assert verify_promotion(target).changed == ["adapter_config.json"]
+
+
+def test_a_local_base_without_a_hub_id_is_left_and_said(tmp_path: Path) -> None:
+    base_dir = _model_dir(tmp_path / "my-base")
+    cand = _adapter_dir(tmp_path / "cand", str(base_dir))
+    written = promote(cand, tmp_path / "promoted", _adapter_decision(cand, str(base_dir)))
+    assert written.rewrites == []
+    assert any("no hub id is known" in n for n in written.notes)
+    assert (tmp_path / "promoted" / "adapter_config.json").read_bytes() == (
+        cand / "adapter_config.json"
+    ).read_bytes()
+    written = promote(
+        cand,
+        tmp_path / "promoted2",
+        _adapter_decision(cand, str(base_dir)),
+        base_model_id="me/my-base",
+    )
+    assert (
+        json.loads((tmp_path / "promoted2" / "adapter_config.json").read_text())[
+            "base_model_name_or_path"
+        ]
+        == "me/my-base"
+    )
+    assert verify_promotion(tmp_path / "promoted2").ok
+
+
+def test_the_model_card_is_a_hub_card_with_model_index_base_model_and_a_title(
+    tmp_path: Path,
+) -> None:
+    from dpo_harness.evaluation.loading import demo_model_dir
+    from huggingface_hub import ModelCard, ModelCardData
+
+    cand = _adapter_dir(tmp_path / "checkpoint-40", str(demo_model_dir()))
+    target = tmp_path / "adtech-dpo"
+    written = promote(cand, target, _adapter_decision(cand, str(demo_model_dir())))
+    card = ModelCard((target / "README.md").read_text(encoding="utf-8"))
+    data = card.data
+    assert isinstance(data, ModelCardData)
+    assert data.language == "ja" and data.base_model == "dpo-harness/demo"
+    assert data.library_name == "peft" and data.model_name == "adtech-dpo"
+    results = data.eval_results
+    assert results and {r.metric_name for r in results} == {v.name for v in written.verdicts}
+    assert all(
+        r.metric_value == v.candidate for r, v in zip(results, written.verdicts, strict=True)
+    )
+    text = card.text
+    assert text.lstrip().startswith("# adtech-dpo\n")
+    assert "| " in text and all(r in text for r in written.reasons)

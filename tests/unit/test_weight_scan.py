@@ -42,8 +42,8 @@ def test_integer_tensors_are_never_nonfinite() -> None:
 def test_stream_scan_names_stored_tensors_across_shards(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A tiny chunk forces the row-sliced path (several slices per tensor).
-    monkeypatch.setattr(weight_scan, "CHUNK_ELEMENTS", 16)
+    # A tiny read forces several chunks per tensor (and a chunk boundary inside bf16 pairs).
+    monkeypatch.setattr(weight_scan, "READ_BYTES", 16)
     a = torch.zeros(10, 7)
     a[9, 6] = math.nan  # last element of the last slice
     a[0, 0] = math.inf
@@ -67,6 +67,43 @@ def test_stream_scan_names_stored_tensors_across_shards(
         "layer.b.weight": (1, 0, 60, "model-00002-of-00002.safetensors"),
         "scalar": (0, 1, 1, "model-00002-of-00002.safetensors"),
     }
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 9), min_size=0, max_size=3),
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]),
+    bad_at=st.lists(
+        st.tuples(st.integers(0, 10**6), st.sampled_from([math.nan, math.inf])), max_size=6
+    ),
+    read_bytes=st.sampled_from([8, 24, 64, 1 << 24]),
+)
+def test_stream_scan_equals_a_scan_of_the_loaded_tensor(
+    tmp_path_factory: pytest.TempPathFactory,
+    shape: list[int],
+    dtype: torch.dtype,
+    bad_at: list[tuple[int, float]],
+    read_bytes: int,
+) -> None:
+    """Plain chunked reads give the counts of the tensor safetensors itself loads."""
+    from safetensors.torch import load_file
+
+    t = torch.randn(shape).to(dtype) if shape else torch.tensor(0.5, dtype=dtype)
+    flat = t.reshape(-1)
+    for at, value in bad_at:
+        flat[at % flat.numel()] = value
+    path = tmp_path_factory.mktemp("scan") / "w.safetensors"
+    save_file({"pad": torch.ones(3, dtype=torch.int8), "w": t}, str(path))
+    old = weight_scan.READ_BYTES
+    weight_scan.READ_BYTES = read_bytes
+    try:
+        n_tensors, n_elements, bad = scan_safetensors([path])
+    finally:
+        weight_scan.READ_BYTES = old
+    want = scan_tensor(load_file(str(path))["w"])
+    assert (n_tensors, n_elements) == (2, 3 + t.numel())
+    got = {b.name: (b.n_nan, b.n_inf) for b in bad}
+    assert got == ({"w": want} if want != (0, 0) else {})
 
 
 def _t(name: str, file: str | None = None) -> NonFiniteTensor:

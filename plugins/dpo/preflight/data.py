@@ -10,6 +10,10 @@ from dpo_harness.errors import BadInputError
 from dpo_harness.files import read_jsonl
 
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# A preference row holds a prompt and two whole answers (up to training.max_length tokens each,
+# which can be 32k), so rows get more room than evaluation items; the bound still stops one
+# runaway line from being read into memory whole.
+MAX_ROW_BYTES = 16 << 20
 
 
 def _looks_like_path(path_or_id: str) -> bool:
@@ -42,10 +46,12 @@ def _check_json_file(path: Path) -> list[dict[str, Any]]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as err:
-                raise _bad_json(path, err.lineno, err, lines=False) from None
+                raise _bad_json(path, err.lineno, err, lines=False) from err
+            except RecursionError as err:
+                raise _bad_json(path, 1, "nested too deeply to read", lines=False) from err
             return [v for v in value if isinstance(v, dict)]
     # The shared reader: a bad line (invalid JSON, not UTF-8, not an object) names its number.
-    return [row for _, row in read_jsonl(path)]
+    return [row for _, row in read_jsonl(path, max_line_bytes=MAX_ROW_BYTES)]
 
 
 def _select_split(
