@@ -9,7 +9,8 @@ The package, by capability (each subpackage's docstring lists its modules):
 - ``dpo_harness.training`` — the training-plugin contract and ``train-and-gate``;
 - ``dpo_harness.cli`` and ``dpo_harness.pytest_plugin`` — the two front ends;
 - ``dpo_harness.suites`` (pure scoring), ``dpo_harness.plugins`` (trainers), ``dpo_harness.demo``,
-  ``dpo_harness.tools`` (calibration, suite versions);
+  ``dpo_harness.tools`` (calibration, suite versions, the adtech arithmetic generator, overlap
+  checks);
 - at the bottom: ``schema`` (every typed object), ``errors``, ``files``, ``launcher``, ``settings``.
 
 The public API (imported lazily, so ``import dpo_harness`` stays cheap):

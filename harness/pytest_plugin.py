@@ -85,6 +85,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Where to look for baselines (default ./baselines).",
     )
     group.addoption(
+        "--dpo-policy",
+        metavar="FILE",
+        help="Gate policy file (YAML); must be the baseline's (default: the one stored with it).",
+    )
+    group.addoption(
         "--dpo-report", metavar="FILE", help="Gate this evaluation report instead of evaluating."
     )
     group.addoption(
@@ -119,6 +124,7 @@ def _usage_error(exc: Exception) -> pytest.UsageError:
         "--suite-data",
         "--suite-file",
         "--suites",
+        "--policy",
         "--out ",
         "--endpoint",
         "--model ",
@@ -191,6 +197,7 @@ class DpoGate:
                     policy=policy,
                     report_file=self._opt_path("dpo_report"),
                     out_dir=self.out_dir,
+                    policy_file=self._opt_path("dpo_policy"),
                 )
             except HarnessError as exc:
                 raise _usage_error(exc) from None
@@ -421,7 +428,9 @@ class GateFailure(AssertionError):
         lines.append(f"  baseline:  {format_value(v.baseline, v.unit)}")
         if v.ci_low is not None and v.ci_high is not None and v.diff is not None:
             lines.append(
-                f"  paired Δ:  {v.diff:+.4g}, CI [{v.ci_low:+.4g}, {v.ci_high:+.4g}] over {v.n_items} items"
+                f"  paired Δ:  {v.diff:+.4g}, CI [{v.ci_low:+.4g}, {v.ci_high:+.4g}]"
+                + (f" ({v.ci_level * 100:.3g}%)" if v.ci_level is not None else "")
+                + f" over {v.n_items} items"
             )
         if v.margin is not None and v.verdict.value != "hard-fail":
             lines.append(f"  margin:    {v.margin:g} ({v.direction.value} is better)")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "DEFAULT_SUITES",
     "SCHEMA_VERSION",
+    "Breakdown",
     "ChatMessage",
     "CheckpointKind",
     "Direction",
@@ -29,6 +30,7 @@ __all__ = [
     "GenerateRequest",
     "GenerateResponse",
     "GenerationSettings",
+    "GroupScore",
     "LoglikelihoodRequest",
     "LoglikelihoodResponse",
     "LoraModuleStats",
@@ -457,6 +459,23 @@ class Finding(_Strict):
     metric: str | None = None
 
 
+class GroupScore(_Strict):
+    """One group of items in a :class:`Breakdown`: its size, value, and value per item type."""
+
+    group: str
+    n_items: int
+    value: float | None
+    by_type: dict[str, float | None] = Field(default_factory=dict)
+
+
+class Breakdown(_Strict):
+    """A metric split by a property of its items, e.g. adtech accuracy by category."""
+
+    metric: str
+    by: str
+    groups: list[GroupScore]
+
+
 class SuiteIdentity(_Strict):
     """What makes two runs of a suite comparable: its version and the hash of its data.
 
@@ -479,6 +498,7 @@ class SuiteResult(_Strict):
     metrics: list[MetricResult]
     samples: list[SampleRecord] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
+    breakdowns: list[Breakdown] = Field(default_factory=list)
     skipped: dict[str, str] = Field(default_factory=dict)  # metric -> why it did not run
     seconds: float = 0.0
 

@@ -7,12 +7,17 @@ character), sentence-ending well-formedness and the unknown-word rate from UniDi
 (fugashi + unidic-lite; Latin words excluded, since UniDic marks every one unknown), and the
 per-token NLL of each answer under the reference (base) model — judged as a band around the
 base model's own answers, never alone, because loops get *low* perplexity.
+
+An empty answer scores nothing here: no Chinese, no broken characters and no symbols would read
+as *better*, so a model that answers nothing leaves every gated metric without a value, and the
+gate fails it as unscorable (it never passes by absence).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dpo_harness.evaluation.responses import Responses
 from dpo_harness.evaluation.suite import Suite, SuiteContext, hash_files, register_suite
@@ -45,11 +50,21 @@ class FluencySuite(Suite):
     name = "fluency"
     # v2: broken_char_share margin 0.1 -> 0.2 (per-response U+FFFD flips are common)
     # v3: answer_nll_reference band 0.5 -> 0.7 = ln 2 (perplexity ratio within [0.5, 2])
-    # v4: answer_nll_reference skipped with the reason when neither a reference nor the candidate
+    # v4: empty answers are not scored (they read as free of drift and broken characters)
+    # v5: answer_nll_reference skipped with the reason when neither a reference nor the candidate
     # can score (a served model without prompt log-probabilities)
-    version = "4"
+    version = "5"
     description = "Japanese script share, Chinese drift, broken characters, sentence endings, morphology, answer NLL."
     scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.metrics.japanese")
+    on_empty_answers: ClassVar[Mapping[str, str]] = {
+        "japanese_share": "unscorable",
+        "chinese_drift": "unscorable",
+        "broken_char_share": "unscorable",
+        "sentence_end_ok": "unscorable",
+        "unknown_word_rate": "unscorable",
+        "symbol_token_share": "unscorable",
+        "answer_nll_reference": "unscorable",
+    }
 
     def __init__(self, data_path: Path | None = None) -> None:
         super().__init__(data_path)
@@ -171,14 +186,20 @@ class FluencySuite(Suite):
         morph = [morph_stats(t, tagger) for t in texts]
         drift_pairs = [chinese_drift(t) for t in texts]
 
+        empty = [not t.strip() for t in texts]
+
         def col(values: list[Any]) -> dict[str, float | None]:
-            return {i: (None if v is None else float(v)) for i, v in zip(ids, values, strict=True)}
+            """Per item; None where the answer is empty (nothing to score, never a good score)."""
+            return {
+                i: (None if v is None or e else float(v))
+                for i, v, e in zip(ids, values, empty, strict=True)
+            }
 
         jp = col([japanese_share(t) if t.strip() else None for t in texts])
         drift = col([float(d > 0) for d, _ in drift_pairs])
         fffd = col([replacement_char_count(t) for t in texts])
         ctrl = col([control_char_count(t) for t in texts])
-        broken = col([float(bool(fffd[i] or ctrl[i])) for i in ids])
+        broken = col([None if fffd[i] is None else float(bool(fffd[i] or ctrl[i])) for i in ids])
         ends = col([m.sentence_end_ok_share if m.n_sentences else None for m in morph])
         unk = col([m.unknown_rate_nonlatin if m.n_tokens else None for m in morph])
         sym = col([m.symbol_token_share if m.n_tokens else None for m in morph])

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dpo_harness.evaluation.responses import Responses
 from dpo_harness.evaluation.suite import Suite, SuiteContext, hash_files, register_suite
@@ -61,11 +62,15 @@ _PROBE_METRICS = (
 @register_suite
 class NumericalSuite(Suite):
     name = "numerical"
-    # v3: a served candidate plans only what its backend can answer; weight, logit, parity,
+    # v3: states what it sees in a model that answers nothing (no scoring change)
+    # v4: a served candidate plans only what its backend can answer; weight, logit, parity,
     # held-out and log metrics are skipped with the backend's reason
-    version = "3"
+    version = "4"
     description = "Non-finite weights, probe logits, KL from the reference, held-out bits/byte, LoRA, parity, logs."
     scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.forensics")
+    # A model that answers nothing has learnt to put its end token first; on the probes it
+    # predicts that token at (nearly) every position, which argmax_mode_share's hard limit sees.
+    on_empty_answers: ClassVar[Mapping[str, str]] = {"argmax_mode_share": "hard-fail"}
 
     def __init__(self, data_path: Path | None = None) -> None:
         super().__init__(data_path)

@@ -30,6 +30,13 @@ from dpo_harness.gate.baseline import (
     slug_for,
 )
 from dpo_harness.gate.baseline_diff import compare_reports, render_update_report, update_reasons
+from dpo_harness.gate.policy_file import (
+    BaseFailsHardLimitsError,
+    PolicyFile,
+    apply_rules,
+    check_base,
+)
+from dpo_harness.gate.power import TYPICAL_DISCORDANCE, baseline_power
 from dpo_harness.launcher import process_group
 from dpo_harness.schema import EvalConfig, EvalReport
 from tabulate import tabulate
@@ -57,11 +64,31 @@ def _target(
     return config, directory, directory / f"{slug_for(config.checkpoint or 'demo')}.json"
 
 
+def _policy(config: EvalConfig, policy_file: Path | None) -> PolicyFile | None:
+    """The --policy file, checked against the suites before any model loads."""
+    from dpo_harness.evaluation.evaluate import make_suites
+    from dpo_harness.gate.pipeline import read_policy_file
+
+    suites = make_suites(config)  # unknown suites and bad data files fail before the model loads
+    return read_policy_file(policy_file, suites)
+
+
+def _check_base(report: EvalReport, rules: PolicyFile | None, config: EvalConfig) -> None:
+    """A base that fails its own hard limits would fail every candidate: stop, say how to go on."""
+    try:
+        check_base(report, rules, max_new_tokens=config.generation.max_new_tokens)
+    except BaseFailsHardLimitsError as exc:
+        click.echo(
+            "a policy file that accepts this base as it is (review it first):\n\n" + exc.suggestion,
+            err=True,
+        )
+        raise
+
+
 def _evaluate_on_launcher(config: EvalConfig, quiet: bool) -> EvalReport | None:
     """The base model's evaluation, data-parallel under torchrun; None on processes that must not write."""
-    from dpo_harness.evaluation.evaluate import evaluate_base, make_suites
+    from dpo_harness.evaluation.evaluate import evaluate_base
 
-    make_suites(config)  # unknown suites and bad data files fail before the model loads
     with process_group() as dist:
         report = evaluate_base(
             config,
@@ -75,21 +102,36 @@ def _evaluate_on_launcher(config: EvalConfig, quiet: bool) -> EvalReport | None:
 
 
 def _write(
-    report: EvalReport, directory: Path, reason: str | Callable[[Baseline | None], str]
+    report: EvalReport,
+    directory: Path,
+    reason: str | Callable[[Baseline | None], str],
+    rules: PolicyFile | None,
 ) -> tuple[SavedBaseline, Baseline]:
-    saved = replace_baseline(report, directory, reason=reason)
+    saved = replace_baseline(report, directory, reason=reason, policy=rules)
     return saved, load_baseline(saved.path)
+
+
+def _policy_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--policy",
+        "policy_file",
+        type=click.Path(path_type=Path),
+        help="Gate policy file (YAML): per-metric margins, hard limits, which metrics are gated "
+        "(stored in the baseline's compatibility key).",
+    )(fn)
 
 
 @baseline.command("create")
 @click.argument("model", required=False)
 @eval_options
 @baselines_dir_option
+@_policy_option
 @click.option("--force", is_flag=True, help="Replace an existing baseline (it moves to history).")
 @click.option("--quiet", is_flag=True)
 def create(
     model: str | None,
     baselines_dir_opt: Path | None = None,
+    policy_file: Path | None = None,
     force: bool = False,
     quiet: bool = False,
     **kw: Any,
@@ -104,10 +146,12 @@ def create(
                 f"use `dpo-harness baseline update {config.checkpoint}` to replace it with a report",
             )
         check_writable(directory, slug=target.stem)
+        rules = _policy(config, policy_file)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline
-        saved, stored = _write(report, directory, "created")
+        _check_base(report, rules, config)
+        saved, stored = _write(report, directory, "created", rules)
         click.echo(f"baseline for {stored.base_model} written to {saved.path}")
         if saved.previous_path:
             click.echo(f"previous baseline kept at {saved.previous_path}")
@@ -121,11 +165,13 @@ def create(
 @click.argument("model", required=False)
 @eval_options
 @baselines_dir_option
+@_policy_option
 @click.option("--reason", help="Why you update (kept in the report and the baseline).")
 @click.option("--quiet", is_flag=True)
 def update(
     model: str | None,
     baselines_dir_opt: Path | None = None,
+    policy_file: Path | None = None,
     reason: str | None = None,
     quiet: bool = False,
     **kw: Any,
@@ -141,10 +187,12 @@ def update(
             )
         current = load_baseline(target)  # a corrupt baseline is reported before the evaluation
         check_writable(directory, slug=target.stem)
+        rules = _policy(config, policy_file)
         report = _evaluate_on_launcher(config, quiet)
         if report is None:
             return EXIT_OK  # the main process writes the baseline and its report
-        if reason is None and _unchanged(current, report):
+        _check_base(report, rules, config)
+        if reason is None and _unchanged(current, report, rules):
             # A tracked baseline is not rewritten (new timestamp, new checksum) for nothing.
             n = sum(len(s.metrics) for s in report.suites)
             click.echo(
@@ -159,15 +207,16 @@ def update(
             report,
             directory,
             lambda prev: "; ".join(
-                update_reasons(prev, report, reason) if prev else [reason or "created"]
+                update_reasons(prev, report, reason, rules) if prev else [reason or "created"]
             ),
+            rules,
         )
         old = saved.previous
         if old is None:  # deleted while this update evaluated: it is a creation after all
             click.echo(f"baseline for {stored.base_model} written to {saved.path}")
             return EXIT_OK
-        reasons = update_reasons(old, report, reason)
-        rows = compare_reports(old.report, report)
+        reasons = update_reasons(old, report, reason, rules)
+        rows = compare_reports(apply_rules(old.report, old.key.policy), apply_rules(report, rules))
         path, previous = saved.path, saved.previous_path
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         md = render_update_report(
@@ -196,8 +245,9 @@ def update(
                 f"{exc.cause} (the baseline itself was written to {path})", exc.fix
             ) from exc
         click.echo(md)
+        click.echo(_power_table(stored))
         click.echo(
-            f"baseline written to {path}; previous kept at {previous}; report at {report_path} "
+            f"\nbaseline written to {path}; previous kept at {previous}; report at {report_path} "
             f"and {report_path.with_suffix('.html')}"
         )
         return EXIT_OK
@@ -205,29 +255,106 @@ def update(
     sys.exit(run_guarded(body))
 
 
-def _unchanged(old: Baseline, report: EvalReport) -> bool:
-    """The same base, the same compatibility key and no metric or item moved."""
+def _unchanged(old: Baseline, report: EvalReport, rules: PolicyFile | None) -> bool:
+    """The same base, the same compatibility key (policy file included) and no metric or item moved."""
     return (
         old.base_fingerprint == report.provenance.model.fingerprint
-        and old.key == key_of(report)
-        and not any(row.flag for row in compare_reports(old.report, report))
+        and old.key == key_of(report, rules)
+        and not any(
+            row.flag
+            for row in compare_reports(
+                apply_rules(old.report, old.key.policy), apply_rules(report, rules)
+            )
+        )
     )
+
+
+def _power_table(b: Baseline) -> str:
+    """Per gated metric: what the gate can and cannot see with this baseline's items."""
+    rows, flags = [], []
+    for p in baseline_power(b):
+        mark = "⚑" if p.flag else ""
+        rows.append(
+            [
+                p.name,
+                p.n_items,
+                f"{p.margin:g}",
+                format_value(p.base_value),
+                "0/1" if p.binary else format_value(p.item_sd),
+                _num(p.resolvable_margin),
+                _num(p.detectable_regression),
+                _pct(p.false_refusal),
+                _pct(p.power_at_margin),
+                mark,
+            ]
+        )
+        if p.flag:
+            flags.append(f"⚑ {p.name}: {p.flag}")
+    head = (
+        f"What the gate can see (a candidate of unchanged quality changes "
+        f"{TYPICAL_DISCORDANCE:.0%} of its items; power 80%; docs/gate-statistics.md):"
+    )
+    table = tabulate(
+        rows,
+        headers=[
+            "gated metric",
+            "items",
+            "margin",
+            "base",
+            "item SD",
+            "resolves margin ≥",
+            "names regression ≥",
+            "false refusal",
+            "refused at margin",
+            "",
+        ],
+    )
+    return "\n".join([head, "", table, *(["", *flags] if flags else [])])
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
 
 
 def _summary(b: Baseline) -> str:
+    rules = b.key.policy
+    report = apply_rules(b.report, rules)
     rows = []
-    for s in b.report.suites:
+    for s in report.suites:
         for m in s.metrics:
             rows.append(
-                [f"{s.name} v{s.version}", m.name, format_value(m.value, m.unit), len(m.per_sample)]
+                [
+                    f"{s.name} v{s.version}",
+                    m.name,
+                    "NaN" if m.nonfinite else format_value(m.value, m.unit),
+                    sum(1 for v in m.per_sample.values() if v is not None),
+                    m.hard_limit_text(),
+                    "—" if m.margin is None or m.direction.value == "info" else f"{m.margin:g}",
+                ]
             )
-    head = (
-        f"base model: {b.base_model}\nfingerprint: {b.base_fingerprint}\ncreated: {b.created_at}  ({b.reason})\n"
-        f"checksum: {b.checksum}\ngeneration: "
-        + ", ".join(f"{k}={v}" for k, v in b.key.generation.model_dump().items())
-        + "\n"
+    head = "\n".join(
+        [
+            f"base model:  {b.base_model}",
+            f"fingerprint: {b.base_fingerprint}",
+            f"created:     {b.created_at} ({b.reason})",
+            f"checksum:    {b.checksum}",
+            "generation:  "
+            + ", ".join(f"{k}={v}" for k, v in b.key.generation.model_dump().items()),
+            "policy file: "
+            + (
+                rules.summary()
+                if rules is not None
+                else "none (the suites' own limits and margins)"
+            ),
+            "",
+        ]
     )
-    return head + tabulate(rows, headers=["suite", "metric", "value", "items"])
+    table = tabulate(rows, headers=["suite", "metric", "value", "items", "hard limit", "margin"])
+    return head + table + "\n\n" + _power_table(b)
 
 
 @baseline.command("show")
@@ -235,6 +362,10 @@ def _summary(b: Baseline) -> str:
 @baselines_dir_option
 def show(file: Path | None, baselines_dir_opt: Path | None = None) -> None:
     """Show one baseline (a file, or a model name as `baseline update` takes), or list all.
+
+    For one baseline: its metrics, and per gated metric what the gate can see with its items
+    (the regression it can detect, the false refusals it risks) and where a margin is finer
+    than its items can resolve.
 
     \b
     Example: dpo-harness baseline show demo
@@ -259,8 +390,22 @@ def show(file: Path | None, baselines_dir_opt: Path | None = None) -> None:
             b = load_baseline(f)
             history = directory / "history" / f.stem
             n_hist = len(list(history.glob("*.json"))) if history.is_dir() else 0
-            rows.append([f.name, b.base_model, b.created_at, ", ".join(b.key.suites), n_hist])
-        click.echo(tabulate(rows, headers=["file", "base model", "created", "suites", "history"]))
+            rows.append(
+                [
+                    f.name,
+                    b.base_model,
+                    b.created_at,
+                    ", ".join(f"{k} v{v.version}" for k, v in b.key.suites.items()),
+                    "yes" if b.key.policy is not None else "no",
+                    n_hist,
+                ]
+            )
+        click.echo(
+            tabulate(
+                rows, headers=["file", "base model", "created", "suites", "policy file", "history"]
+            )
+        )
+        click.echo("\nshow one: dpo-harness baseline show MODEL (or FILE)")
         return EXIT_OK
 
     sys.exit(run_guarded(body))
@@ -275,10 +420,12 @@ def diff(old: Path, new: Path, out: Path | None) -> None:
 
     def body() -> int:
         a, b = load_baseline(old), load_baseline(new)
-        reasons = update_reasons(a, b.report)
+        reasons = update_reasons(a, b.report, policy=b.key.policy)
         md = render_update_report(
             f"Baseline diff: {a.base_model} → {b.base_model}",
-            compare_reports(a.report, b.report),
+            compare_reports(
+                apply_rules(a.report, a.key.policy), apply_rules(b.report, b.key.policy)
+            ),
             reasons,
             old_label=f"{old} ({a.created_at})",
             new_label=f"{new} ({b.created_at})",

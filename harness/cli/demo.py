@@ -53,7 +53,7 @@ def demo_build(out: Path | None, steps: int | None, quiet: bool) -> None:
 
 
 @demo.command("variant")
-@click.argument("kind", type=click.Choice(["nan", "bang", "english", "chinese"]))
+@click.argument("kind", type=click.Choice(["nan", "bang", "english", "chinese", "empty"]))
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Directory to write the model to."
 )
@@ -62,7 +62,7 @@ def demo_variant(kind: str, out: Path, steps: int) -> None:
     """Write a broken variant of the demo model (to see the suites and the gate refuse it).
 
     nan: one NaN weight (the seed run); bang: answers "！！！！…"; english / chinese: answers in the
-    wrong language.
+    wrong language; empty: answers nothing (the end token first).
 
     \b
     Example: dpo-harness demo variant bang --out /tmp/bang && dpo-harness gate /tmp/bang --base demo
@@ -111,7 +111,7 @@ def calibrate(out: Path, with_variants: bool) -> None:
             render_numerical,
         )
 
-        kinds = ("nan", "bang", "english", "chinese") if with_variants else ()
+        kinds = ("nan", "bang", "english", "chinese", "empty") if with_variants else ()
         with tempfile.TemporaryDirectory() as tmp:
             built = {k: make_variant(k, Path(tmp) / k) for k in kinds}
             text_variants = {k: p for k, p in built.items() if k != "nan"}

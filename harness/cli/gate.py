@@ -35,6 +35,13 @@ __all__ = ["gate_command"]
 )
 @baselines_dir_option
 @click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path),
+    help="Gate policy file (YAML): per-metric margins, hard limits, which metrics are gated. "
+    "Must be the baseline's (default: the one stored with it).",
+)
+@click.option(
     "--promote-to",
     type=click.Path(path_type=Path),
     help="Copy the candidate here if it passes (new, empty or an earlier promotion).",
@@ -58,6 +65,7 @@ def gate_command(
     candidate: str | None,
     baseline_file: Path | None,
     baselines_dir_opt: Path | None,
+    policy_file: Path | None,
     promote_to: Path | None,
     report_file: Path | None,
     allow_baseline_mismatch: bool,
@@ -100,6 +108,7 @@ def gate_command(
             promote_to=promote_to,
             out_dir=out or default_out("gate"),
             allow_baseline_mismatch=allow_baseline_mismatch,
+            policy_file=policy_file,
         )
         with process_group() as dist:
             run = execute(

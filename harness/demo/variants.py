@@ -5,7 +5,9 @@ Each variant reproduces one failure the suites exist to catch:
 - ``nan``     — one NaN in one MLP weight: the seed run's end state (NaN logits, "!!!!" output);
 - ``bang``    — fine-tuned for a few seconds to answer every prompt with "！！！！…";
 - ``english`` — fine-tuned to answer in English;
-- ``chinese`` — fine-tuned to answer in (simplified) Chinese, with no kana.
+- ``chinese`` — fine-tuned to answer in (simplified) Chinese, with no kana;
+- ``empty``   — fine-tuned to end every answer at once (the end token first): it answers nothing,
+  so every answer-based metric has nothing to score (the gate must not pass it by absence).
 
 Fine-tuning is a plain supervised loop on the demo corpus's user turns, deterministic (fixed
 seed), seconds on a CPU.
@@ -33,7 +35,7 @@ _CHINESE = [
     "头部竞价在调用广告服务器之前同时收集多个来源的出价。",
     "可见度衡量广告是否真正有机会被用户看到并且计入统计。",
 ]
-VARIANTS = ("nan", "bang", "english", "chinese")
+VARIANTS = ("nan", "bang", "english", "chinese", "empty")
 
 
 def _targets(kind: str) -> list[str]:
@@ -43,6 +45,8 @@ def _targets(kind: str) -> list[str]:
         return _ENGLISH
     if kind == "chinese":
         return _CHINESE
+    if kind == "empty":
+        return [""]  # nothing but the end token
     raise ValueError(f"unknown variant {kind!r}; choose from {', '.join(VARIANTS)}")
 
 

@@ -241,10 +241,15 @@ def evaluate(
     return report
 
 
-def _reference_source(loaded: LoadedModel, reference: LoadedModel | None) -> ReferenceSource:
+def _reference_source(
+    loaded: LoadedModel, reference: LoadedModel | None, *, lazy: bool = False
+) -> ReferenceSource:
+    """Where the reference came from. ``lazy``: a base was given to be loaded on demand; it is
+    still the reference when no request needed it (e.g. every answer empty, so there was no
+    answer to score under it), and the gate must not read that as "scored by itself"."""
     if reference is loaded:
         return "self"
-    if reference is not None:
+    if reference is not None or lazy:
         return "base-option"
     return "adapter-disabled" if loaded.is_adapter else "none"
 
@@ -296,7 +301,9 @@ def evaluate_loaded(
             runner,
             model=loaded.info,
             reference=reference.info if reference is not None else loaded.base_info,
-            reference_source=_reference_source(loaded, reference),
+            reference_source=_reference_source(
+                loaded, reference, lazy=reference_loader is not None
+            ),
             device=str(loaded.device),
             dtype=str(loaded.dtype).removeprefix("torch."),
             timings=timings,

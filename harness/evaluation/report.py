@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import unicodedata
 
-from dpo_harness.schema import Direction, EvalReport, MetricResult, SuiteResult
+from dpo_harness.schema import Breakdown, Direction, EvalReport, MetricResult, SuiteResult
 from tabulate import tabulate
 
 __all__ = [
@@ -83,6 +83,34 @@ def _rows(report: EvalReport) -> list[list[str]]:
     return rows
 
 
+_TYPE_LABELS = {
+    "multiple_choice": "multiple choice",
+    "short_answer": "short answer",
+    "numeric": "arithmetic",
+}
+
+
+def _breakdown_table(b: Breakdown, tablefmt: str) -> str:
+    """One breakdown (e.g. adtech accuracy by category) as a table: group, items, value, per type."""
+    types = sorted({t for g in b.groups for t in g.by_type}, key=list(_TYPE_LABELS).index)
+    rows = [
+        [g.group, g.n_items, format_value(g.value)]
+        + [format_value(g.by_type[t]) if g.by_type.get(t) is not None else "" for t in types]
+        for g in b.groups
+    ]
+    headers = [b.by, "items", b.metric.replace("_", " ")] + [_TYPE_LABELS.get(t, t) for t in types]
+    return tabulate(rows, headers=headers, tablefmt=tablefmt)
+
+
+def _breakdowns(report: EvalReport, tablefmt: str, heading: str = "") -> list[str]:
+    lines: list[str] = []
+    for s in report.suites:
+        for b in s.breakdowns:
+            lines += ["", f"{heading}{s.name}::{b.metric} by {b.by}", ""]
+            lines.append(_breakdown_table(b, tablefmt))
+    return lines
+
+
 def _skipped_notes(report: EvalReport) -> list[str]:
     """One line per distinct reason a metric was skipped."""
     reasons: dict[str, list[str]] = {}
@@ -126,7 +154,7 @@ def render_table(report: EvalReport, tablefmt: str = "simple") -> str:
         headers=["suite", "metric", "value", "hard limit", "status"],
         tablefmt=tablefmt,
     )
-    lines = [head, "", table, *_skipped_notes(report)]
+    lines = [head, "", table, *_skipped_notes(report), *_breakdowns(report, tablefmt)]
     findings = [(s.name, f) for s in report.suites for f in s.findings if f.severity != "info"]
     if findings:
         lines.append("")
@@ -152,6 +180,7 @@ def render_markdown(report: EvalReport) -> str:
         ),
     ]
     parts += ["", *_skipped_notes(report)]
+    parts += _breakdowns(report, "github", heading="## ")
     findings = [(s.name, f) for s in report.suites for f in s.findings]
     if findings:
         parts += ["", "## Findings", ""]

@@ -77,6 +77,10 @@ class Suite(ABC):
     # Modules (besides the suite's own) whose code decides its scores: a change there is a
     # scoring change, and the version must be bumped (see dpo_harness.tools.versions).
     scoring_modules: ClassVar[tuple[str, ...]] = ("dpo_harness.suites.common",)
+    # What this suite must see in a model that answers nothing (every generation empty, e.g.
+    # the end token first): metric name -> the gate verdict it must get ("hard-fail",
+    # "unscorable", "regressed"). Tested on the demo's ``empty`` variant; absence is never a pass.
+    on_empty_answers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, data_path: Path | None = None) -> None:
         self.data_path = data_path

@@ -33,6 +33,7 @@ from dpo_harness.files import (
     read_only_fs,
     save_elsewhere,
 )
+from dpo_harness.gate.policy_file import PolicyFile
 from dpo_harness.schema import EvalReport, GenerationSettings, SuiteIdentity
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +67,9 @@ class CompatibilityKey(BaseModel):
     # How the runner turns a model into numbers (dpo_harness.evaluation.measure); None in
     # baselines made before it was versioned.
     measurement: str | None = None
+    # The gate policy file the baseline was accepted under (None: the suites' own limits and
+    # margins); candidates are gated under the same rules.
+    policy: PolicyFile | None = None
 
     def differences(self, other: CompatibilityKey, suites: list[str] | None = None) -> list[str]:
         """What differs, one phrase each (limited to ``suites`` when given)."""
@@ -102,10 +106,24 @@ class CompatibilityKey(BaseModel):
             out.append("the chat template differs")
         if self.tokenizer_hash != other.tokenizer_hash:
             out.append("the tokenizer vocabulary differs")
+        if _decides(self.policy) != _decides(other.policy):
+            out.append(
+                f"gate policy {_policy_text(self.policy)} (baseline) vs {_policy_text(other.policy)}"
+            )
         return out
 
 
-def key_of(report: EvalReport) -> CompatibilityKey:
+def _decides(policy: PolicyFile | None) -> dict[str, object]:
+    return dict(policy.decides()) if policy is not None else {}
+
+
+def _policy_text(policy: PolicyFile | None) -> str:
+    if policy is None or not policy.metrics:
+        return "(the suites' own limits)"
+    return f"({policy.summary()})"
+
+
+def key_of(report: EvalReport, policy: PolicyFile | None = None) -> CompatibilityKey:
     p = report.provenance
     return CompatibilityKey(
         suites=dict(p.suites),
@@ -113,6 +131,7 @@ def key_of(report: EvalReport) -> CompatibilityKey:
         chat_template_hash=p.model.chat_template_hash,
         tokenizer_hash=p.model.tokenizer_hash,
         measurement=p.measurement_version,
+        policy=policy,
     )
 
 
@@ -167,6 +186,11 @@ class Baseline(BaseModel):
                 f"create a baseline for your data in its own directory: dpo-harness baseline "
                 f"create {self.base_model} {' '.join(own)} --baselines-dir baselines-mydata, "
                 "then gate with --baselines-dir baselines-mydata"
+            )
+        elif _decides(self.key.policy) != _decides(key.policy):
+            fix = (
+                f"gate under the baseline's own policy (drop --policy), or re-create the baseline "
+                f"under yours: dpo-harness baseline update {self.base_model} --policy FILE"
             )
         else:
             fix = f"re-create it with: dpo-harness baseline update {self.base_model}"
@@ -244,7 +268,11 @@ def save_baseline(baseline: Baseline, directory: Path) -> tuple[Path, Path | Non
 
 
 def replace_baseline(
-    report: EvalReport, directory: Path, *, reason: str | Callable[[Baseline | None], str]
+    report: EvalReport,
+    directory: Path,
+    *,
+    reason: str | Callable[[Baseline | None], str],
+    policy: PolicyFile | None = None,
 ) -> SavedBaseline:
     """Store ``report`` as its model's baseline; ``reason`` may be worked out from the one replaced.
 
@@ -254,7 +282,7 @@ def replace_baseline(
 
     def build(previous: Baseline | None) -> Baseline:
         why = reason(previous) if callable(reason) else reason
-        return new_baseline(report, reason=why)
+        return new_baseline(report, reason=why, policy=policy)
 
     return _write_locked(Path(directory), slug_for(report.provenance.model.ref), build)
 
@@ -359,12 +387,13 @@ def find_baseline(directory: Path, *, base_ref: str | None, base_fingerprint: st
     )
 
 
-def new_baseline(report: EvalReport, *, reason: str) -> Baseline:
+def new_baseline(report: EvalReport, *, reason: str, policy: PolicyFile | None = None) -> Baseline:
+    """The baseline of ``report``'s model; with a policy file, stored in its key."""
     return Baseline(
         base_model=report.provenance.model.ref,
         base_fingerprint=report.provenance.model.fingerprint,
         created_at=_now(),
         reason=reason,
-        key=key_of(report),
+        key=key_of(report, policy),
         report=report,
     )

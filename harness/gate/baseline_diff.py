@@ -14,6 +14,7 @@ import math
 import numpy as np
 from dpo_harness.evaluation.report import format_value
 from dpo_harness.gate.baseline import Baseline, key_of
+from dpo_harness.gate.policy_file import PolicyFile
 from dpo_harness.gate.stats import mcnemar_score_ci, paired_bootstrap_ci
 from dpo_harness.schema import EvalReport, MetricResult
 from pydantic import BaseModel, ConfigDict
@@ -119,6 +120,7 @@ def _row(suite: str, old: MetricResult | None, new: MetricResult | None) -> Chan
 
 
 def compare_reports(old: EvalReport, new: EvalReport) -> list[ChangeRow]:
+    """One row per metric; margins as the reports carry them (apply a policy file first)."""
     rows = []
     old_suites = {s.name: s for s in old.suites}
     for suite in new.suites:
@@ -130,8 +132,14 @@ def compare_reports(old: EvalReport, new: EvalReport) -> list[ChangeRow]:
     return rows
 
 
-def update_reasons(old: Baseline, new_report: EvalReport, given: str | None = None) -> list[str]:
-    """Why the baseline changes: new weights, suite version bumps, data changes, settings."""
+def update_reasons(
+    old: Baseline,
+    new_report: EvalReport,
+    given: str | None = None,
+    policy: PolicyFile | None = None,
+) -> list[str]:
+    """Why the baseline changes: new weights, suite version bumps, data changes, settings, the
+    gate policy file (``policy``: the new baseline's)."""
     reasons = []
     if given:
         reasons.append(given)
@@ -156,6 +164,11 @@ def update_reasons(old: Baseline, new_report: EvalReport, given: str | None = No
         reasons.append("chat template changed")
     if old.key.tokenizer_hash != new_key.tokenizer_hash:
         reasons.append("tokenizer changed")
+    before = old.key.policy.decides() if old.key.policy is not None else {}
+    after = policy.decides() if policy is not None else {}
+    if before != after:
+        said = policy.summary() if policy is not None and policy.metrics else "none"
+        reasons.append(f"gate policy file changed: now {said}")
     if len(reasons) == (1 if given else 0):
         reasons.append("re-run with unchanged inputs (a reproducibility check)")
     return reasons

@@ -48,6 +48,7 @@ from dpo_harness.gate.baseline import (
     load_baseline,
 )
 from dpo_harness.gate.decision import GateDecision, GatePolicy, gate
+from dpo_harness.gate.policy_file import PolicyFile, check_rules, load_policy_file
 from dpo_harness.gate.render import render_gate_markdown
 from dpo_harness.launcher import Distributed
 from dpo_harness.schema import EvalConfig, EvalReport
@@ -175,6 +176,18 @@ def _check_margins(policy: GatePolicy, suites: list[Suite]) -> None:
         )
 
 
+def read_policy_file(path: Path | None, suites: list[Suite]) -> PolicyFile | None:
+    """The ``--policy`` file, validated against the suites (None when not given)."""
+    if path is None:
+        return None
+    from dpo_harness.evaluation.suite import available_suites
+
+    rules = load_policy_file(path)
+    specs = {f"{s.name}::{spec.name}": spec for s in suites for spec in s.metric_specs()}
+    check_rules(rules, specs, str(path), known_suites=set(available_suites()))
+    return rules
+
+
 def prepare(
     config: EvalConfig,
     *,
@@ -186,8 +199,13 @@ def prepare(
     out_dir: Path,
     allow_baseline_mismatch: bool = False,
     candidate: ResolvedModel | None = None,
+    policy_file: Path | None = None,
 ) -> GatePlan:
-    """Resolve, fingerprint, find and check everything before any model is loaded."""
+    """Resolve, fingerprint, find and check everything before any model is loaded.
+
+    ``policy_file``: a gate policy file; it must be the one the baseline was made under (the
+    baseline's own is used when none is given).
+    """
     from dpo_harness.gate.promotion import check_promotable
 
     policy = policy or GatePolicy()
@@ -230,6 +248,7 @@ def prepare(
         },
     )
     _check_margins(policy, suites)
+    rules = read_policy_file(policy_file, suites) if policy_file is not None else stored.key.policy
     if config.endpoint is not None:
         from dpo_harness.evaluation.backends.endpoint import connect
 
@@ -255,6 +274,7 @@ def prepare(
             tokenizer_hash=vocab_hash,
             measurement=MEASUREMENT_VERSION,
         )
+    key = key.model_copy(update={"policy": rules})
     stored.check_key(key, [s.name for s in suites], with_data=config.suite_data)
     return GatePlan(
         config=config,

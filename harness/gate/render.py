@@ -22,6 +22,7 @@ _MARK = {
     Verdict.REGRESSED: "REGRESSED",
     Verdict.INCONCLUSIVE: "inconclusive",
     Verdict.HARD_FAIL: "HARD FAIL",
+    Verdict.UNSCORABLE: "UNSCORABLE",
     Verdict.NOT_GATED: "—",
     Verdict.SKIPPED: "skipped",
 }
@@ -31,6 +32,8 @@ def gate_rows(decision: GateDecision) -> list[list[str]]:
     rows = []
     for v in decision.verdicts:
         ci = fmt_ci(v.ci_low, v.ci_high) if v.ci_low is not None and v.ci_high is not None else ""
+        if ci and v.ci_level is not None and v.ci_level < 1:
+            ci += f" {v.ci_level * 100:.3g}%"
         delta = f"{v.diff:+.3g}" if v.diff is not None and math.isfinite(v.diff) else ""
         margin = "" if v.margin is None or v.verdict is Verdict.NOT_GATED else f"{v.margin:g}"
         rows.append(
@@ -48,7 +51,18 @@ def gate_rows(decision: GateDecision) -> list[list[str]]:
     return rows
 
 
-GATE_HEADERS = ["suite", "metric", "baseline", "candidate", "Δ", "CI of Δ", "margin", "verdict"]
+# The interval is the one each verdict was decided on, with its two-sided level: 1 - 2α for
+# pass/improved, Holm-adjusted for regressed/inconclusive (docs/gate-statistics.md).
+GATE_HEADERS = [
+    "suite",
+    "metric",
+    "baseline",
+    "candidate",
+    "Δ",
+    "CI of Δ (level)",
+    "margin",
+    "verdict",
+]
 
 # What the marks in the verdict column mean (printed under every gate table).
 LEGEND = (
@@ -76,6 +90,9 @@ def render_gate_markdown(decision: GateDecision) -> str:
         f"- baseline: `{decision.baseline_model}` (`{decision.baseline_checksum[:23]}…`)",
         f"- policy: inconclusive → {decision.policy.inconclusive}; α = {decision.policy.alpha}; "
         f"{decision.policy.n_resamples} bootstrap resamples, seed {decision.policy.seed}; Holm across metrics",
+        f"- gate policy file (from the baseline): {decision.rules.summary()}"
+        if decision.rules is not None
+        else "- gate policy file: none (the suites' own margins and hard limits)",
         "",
         tabulate(gate_rows(decision), headers=gate_headers(decision), tablefmt="github"),
         "",
@@ -85,6 +102,10 @@ def render_gate_markdown(decision: GateDecision) -> str:
         "",
         *[f"- {r}" for r in decision.reasons],
     ]
+    found = [(v.name, f) for v in decision.verdicts for f in v.findings]
+    if found:
+        lines += ["", "## What was found", ""]
+        lines += [f"- {name}: {f}" for name, f in found]
     worst = [v for v in decision.verdicts if v.examples]
     if worst:
         lines += ["", "## Worst items", ""]

@@ -22,7 +22,9 @@ What is here and why:
   discordant, the Wald test (SE from the observed counts) and the bootstraps passed a
   candidate sitting exactly on the margin up to 54% of the time (n = 20-150) instead of
   5%, because few observed regressions give a near-zero SE; the score test stayed at 0-7%.
-* :func:`holm` / :func:`holm_adjusted` - family-wise error control across metrics.
+* :func:`holm` / :func:`holm_adjusted` / :func:`holm_levels` - family-wise error control
+  across metrics; :func:`non_inferiority_interval` gives the interval at the level a Holm step
+  uses, so the interval a gate shows is the one its verdict came from.
 * :func:`items_needed` - approximate items for a one-sided test to decide.
 * :func:`non_inferiority` - the gate's per-metric decision (see its docstring for the rule).
 
@@ -51,11 +53,13 @@ __all__ = [
     "NonInferiorityVerdict",
     "holm",
     "holm_adjusted",
+    "holm_levels",
     "items_needed",
     "mcnemar_exact",
     "mcnemar_noninferiority_p",
     "mcnemar_score_ci",
     "non_inferiority",
+    "non_inferiority_interval",
     "one_sided_bootstrap_p",
     "paired_bootstrap_ci",
 ]
@@ -495,6 +499,27 @@ def holm_adjusted(p_values: Sequence[float]) -> list[float]:
     return [float(x) for x in adjusted]
 
 
+def holm_levels(p_values: Sequence[float], alpha: float = 0.05) -> list[tuple[float, bool]]:
+    """Per hypothesis, in input order: (the one-sided level its Holm step tests at, rejected).
+
+    Sorted ascending, the k-th p-value (k = 1..m) is tested at ``alpha / (m - k + 1)`` while
+    every smaller one was rejected; from the first failure on nothing is rejected, and the
+    level reported for those is the Bonferroni ``alpha / m`` — the level at which an interval
+    compatible with Holm is guaranteed for a hypothesis it does not reject. ``rejected`` is
+    exactly :func:`holm`.
+    """
+    _check_open_unit(alpha, "alpha")
+    arr = _as_p_values(p_values)
+    m = arr.size
+    out = [(alpha / m, False)] * m if m else []
+    for rank, index in enumerate(np.argsort(arr, kind="stable")):
+        level = alpha / (m - rank)
+        if arr[index] > level:
+            break
+        out[int(index)] = (level, True)
+    return out
+
+
 # --------------------------------------------------------------------------- power
 
 
@@ -733,3 +758,34 @@ def non_inferiority(
         method=method,
         _bootstrap=boot,
     )
+
+
+def non_inferiority_interval(
+    diff: ArrayLike,
+    alpha: float,
+    *,
+    binary: bool = False,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The equal-tailed ``1 - 2*alpha`` interval :func:`non_inferiority` decides with, at any alpha.
+
+    Same method, resamples and seed, so its upper end is below ``-margin`` exactly when
+    ``non_inferiority(diff, margin, alpha=alpha, ...).p_regressed < alpha`` (the bootstrap
+    interval and p-values are read off one sorted distribution; the score interval inverts the
+    score test). The gate calls it at the level of a metric's Holm step.
+
+    Raises:
+        ValueError: as :func:`non_inferiority`.
+    """
+    data = _as_diff(diff)
+    _check_open_unit(alpha, "alpha", upper=0.5)
+    _check_resamples(n_resamples)
+    if binary:
+        if not np.all((data == -1.0) | (data == 0.0) | (data == 1.0)):
+            raise ValueError("binary=True needs diff values in {-1, 0, 1}")
+        n = int(data.size)
+        b = int(np.sum(data == -1.0))
+        c = int(np.sum(data == 1.0))
+        return mcnemar_score_ci(b, c, n, confidence=1.0 - 2.0 * alpha)
+    return _interval(_bootstrap_distribution(data, n_resamples, seed, "studentized"), alpha)

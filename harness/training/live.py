@@ -167,6 +167,7 @@ class LiveGate(CheckpointGate):
                 baseline_file=self.baseline_path,
                 policy=self.config.gate.policy,
                 out_dir=Path(self.config.output_dir) / "gate" / name,
+                policy_file=self.config.gate.policy_file,
             )
             run = execute(plan, loaded=self._in_memory(model, plan), distributed=dist)
         finally:

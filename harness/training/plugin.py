@@ -48,6 +48,9 @@ class GateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policy: GatePolicy = Field(default_factory=GatePolicy)
+    # A gate policy file (YAML: per-metric margins, hard limits, gating) for the run's base;
+    # stored with the baseline it creates, and the same file must gate its checkpoints.
+    policy_file: Path | None = None
     primary_metric: str = "adtech::mc_accuracy"
     promote_to: Path | None = None  # default: <output_dir>/promoted
     baselines_dir: Path | None = None

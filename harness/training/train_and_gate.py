@@ -42,7 +42,15 @@ from dpo_harness.gate.baseline import (
     slug_for,
 )
 from dpo_harness.gate.decision import GateDecision
-from dpo_harness.gate.pipeline import GateRun, execute, prepare, publish, publish_promotion
+from dpo_harness.gate.pipeline import (
+    GateRun,
+    execute,
+    prepare,
+    publish,
+    publish_promotion,
+    read_policy_file,
+)
+from dpo_harness.gate.policy_file import BaseFailsHardLimitsError, check_base
 from dpo_harness.gate.promotion import check_promotable
 from dpo_harness.launcher import Distributed, apply_threads, is_main_process, process_group
 from dpo_harness.schema import Direction, EvalConfig, EvalSettings
@@ -105,6 +113,7 @@ def ensure_baseline(
     except BaselineNotFoundError:
         pass
     check_writable(directory)
+    rules = read_policy_file(config.gate.policy_file, make_suites(config.evaluation))
     log(f"no baseline for {base.ref} in {directory}: creating it")
     report = evaluate_base(
         config.evaluation,
@@ -113,7 +122,14 @@ def ensure_baseline(
         log=log if progress else None,
         command="train-and-gate (baseline)",
     )
-    path = replace_baseline(report, directory, reason="created by train-and-gate").path
+    try:
+        check_base(report, rules, max_new_tokens=config.evaluation.generation.max_new_tokens)
+    except BaseFailsHardLimitsError as exc:
+        log("a policy file that accepts this base as it is (review it first):\n" + exc.suggestion)
+        raise
+    path = replace_baseline(
+        report, directory, reason="created by train-and-gate", policy=rules
+    ).path
     md_lines = [f"# Baseline created for {base.ref}", "", f"- file: {path}", ""]
     for s in report.suites:
         for m in s.metrics:
@@ -165,6 +181,7 @@ def check_run_config(config: RunConfigBase, plugin: TrainingPlugin | None = None
             f"gate.primary_metric {primary!r} has no better direction ({names[primary].direction.value})",
             "choose a metric where higher or lower is better",
         )
+    read_policy_file(config.gate.policy_file, suites)  # a bad policy file fails before training
     unknown = sorted(set(config.gate.policy.margins) - set(names))
     if unknown:
         raise BadInputError(
@@ -222,7 +239,9 @@ def train_and_gate(
         timings["preflight"] = round(time.perf_counter() - t0, 2)
         t = time.perf_counter()
         baseline_path, created = ensure_baseline(config, base, log=log, progress=progress)
-        check_comparable(load_baseline(baseline_path), config.evaluation, base)
+        check_comparable(
+            load_baseline(baseline_path), config.evaluation, base, config.gate.policy_file
+        )
         timings["baseline"] = round(time.perf_counter() - t, 2)
         log(f"baseline: {baseline_path}{' (created)' if created else ''}")
     t = time.perf_counter()
@@ -323,6 +342,7 @@ def _gate_checkpoints(
             baseline_file=baseline_path,
             policy=config.gate.policy,
             out_dir=out_dir / "gate" / name,
+            policy_file=config.gate.policy_file,
         )
         run = execute(plan, progress=progress and main, distributed=dist)
         runs[name] = run
@@ -409,16 +429,20 @@ def _best(outcomes: list[CandidateOutcome], config: RunConfigBase) -> CandidateO
     )
 
 
-def check_comparable(stored: Baseline, settings: EvalSettings, base: ResolvedModel) -> None:
+def check_comparable(
+    stored: Baseline, settings: EvalSettings, base: ResolvedModel, policy_file: Path | None = None
+) -> None:
     """The stored baseline must be comparable with this run's evaluation, before training."""
     suites = make_suites(settings)
     template_hash, vocab_hash = tokenizer_identity(base, settings.trust_remote_code)
+    rules = read_policy_file(policy_file, suites) if policy_file else stored.key.policy
     key = CompatibilityKey(
         suites={s.name: s.identity() for s in suites},
         generation=settings.generation,
         chat_template_hash=template_hash,
         tokenizer_hash=vocab_hash,
         measurement=MEASUREMENT_VERSION,
+        policy=rules,
     )
     stored.check_key(key, [s.name for s in suites], with_data=settings.suite_data)
 

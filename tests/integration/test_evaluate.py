@@ -54,6 +54,22 @@ def test_evaluate_demo_prints_table_and_writes_valid_report(demo_run: tuple[Any,
     assert prov.timings["total"] > 0
 
 
+def test_adtech_accuracy_by_category_is_shown_where_people_read(demo_run: tuple[Any, Path]) -> None:
+    """Issue 12: per-category accuracy in the evaluate table and report.md (not only report.json)."""
+    result, out = demo_run
+    report = load_model_file(out / "report.json", EvalReport)
+    (breakdown,) = report.suite("adtech").breakdowns
+    categories = {g.group for g in breakdown.groups}
+    assert {"arithmetic", "ecosystem", "metrics", "transparency"} <= categories
+    assert sum(g.n_items for g in breakdown.groups) == report.suite("adtech").n_items
+    assert "adtech::overall_accuracy by category" in result.output
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "## adtech::overall_accuracy by category" in markdown
+    arithmetic = next(g for g in breakdown.groups if g.group == "arithmetic")
+    row = next(line for line in markdown.splitlines() if line.startswith("| arithmetic"))
+    assert str(arithmetic.n_items) in row and "multiple choice" in markdown
+
+
 def test_report_per_sample_ids_match_the_suite_data(demo_run: tuple[Any, Path]) -> None:
     _, out = demo_run
     report = load_model_file(out / "report.json", EvalReport)

@@ -60,6 +60,10 @@ def test_nan_model_is_refused_naming_the_metric(nan_model_dir: Path, tmp_path: P
     assert any(
         "numerical::nonfinite_parameters fails its hard limit" in r for r in decision.reasons
     )
+    # Issue 12: the broken tensor is named where people read, not only in report.json.
+    tensor = "model.layers.1.mlp.down_proj.weight (stored in model.safetensors)"
+    assert tensor in out
+    assert tensor in (tmp_path / "gate.md").read_text(encoding="utf-8")
 
 
 def test_bang_model_is_refused_naming_repetition(
@@ -281,3 +285,61 @@ def test_gate_resolves_and_fingerprints_each_model_once(
     report = json.loads((tmp_path / "o" / "report.json").read_text(encoding="utf-8"))
     assert report["provenance"]["runner_stats"]["model_loads"] == 1
     assert report["provenance"]["reference_source"] == "base-option"
+
+
+def test_a_base_failing_its_own_hard_limits_is_refused_and_accepted_with_a_policy_file(
+    tmp_path: Path,
+) -> None:
+    """Issue 12: answers cut at max_new_tokens make the base fail eos_rate's hard limit; every
+    candidate would fail it too. baseline create stops (exit 1), names the limit and its value,
+    and says how to go on; the same base is accepted under a policy file, which the baseline keeps."""
+    bdir = tmp_path / "baselines"
+    args = ["--suites", "repetition", "--max-new-tokens", "8", "--baselines-dir", str(bdir)]
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["baseline", "create", "demo", *args, "--quiet"])
+    assert refused.exit_code == 1, refused.output
+    assert "repetition::eos_rate = " in refused.output and "(limit >= 0.5)" in refused.output
+    assert "--policy" in refused.output and "--max-new-tokens (now 8)" in refused.output
+    assert not (bdir / "demo.json").exists()
+    policy = tmp_path / "short.yaml"
+    policy.write_text(
+        "description: answers are cut at 8 new tokens on purpose\n"
+        "metrics:\n"
+        "  repetition::eos_rate:\n"
+        "    hard_limits: {}\n"
+        "    gated: false\n"
+        "    reason: 8 new tokens cut every answer\n",
+        encoding="utf-8",
+    )
+    accepted = runner.invoke(
+        cli, ["baseline", "create", "demo", *args, "--policy", str(policy), "--quiet"]
+    )
+    assert accepted.exit_code == 0, accepted.output
+    stored = load_baseline(bdir / "demo.json")
+    assert stored.key.policy is not None and "repetition::eos_rate" in stored.key.policy.metrics
+    # The readable summary: the policy, a table with the power columns, no Python dict.
+    shown = runner.invoke(cli, ["baseline", "show", "demo", "--baselines-dir", str(bdir)])
+    assert shown.exit_code == 0, shown.output
+    assert "{'" not in shown.output and "max_new_tokens=8" in shown.output
+    assert "repetition::eos_rate: not gated, hard limit none" in shown.output
+    assert "resolves margin ≥" in shown.output and "false refusal" in shown.output
+    # Candidates are gated under the baseline's policy; another policy is refused before loading.
+    gate_args = ["demo", "--base", "demo", "--baselines-dir", str(bdir), *args[:4]]
+    code, out = _gate(*gate_args, "--out", str(tmp_path / "g1"))
+    assert code == 0, out
+    other = tmp_path / "other.yaml"
+    other.write_text("metrics:\n  repetition::eos_rate:\n    margin: 0.3\n", encoding="utf-8")
+    code, out = _gate(*gate_args, "--policy", str(other), "--out", str(tmp_path / "g2"))
+    assert code == 2 and "gate policy" in out and "--policy" in out
+
+
+def test_a_bad_policy_file_names_the_field_and_the_file_before_evaluating(tmp_path: Path) -> None:
+    policy = tmp_path / "bad.yaml"
+    policy.write_text("metrics:\n  repetition::eos_rate:\n    margin: -1\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        cli,
+        ["baseline", "create", "demo", "--policy", str(policy), "--baselines-dir", str(tmp_path)],
+    )
+    assert result.exit_code == 2, result.output
+    assert str(policy) in result.output and "metrics.repetition::eos_rate.margin" in result.output
+    assert not (tmp_path / "demo.json").exists()

@@ -51,13 +51,13 @@ def test_demo_base_passes_every_item_with_junit_and_step_summary(
     assert result.ret == 0, result.stdout.str()[-3000:]
     outcomes = result.parseoutcomes()
     assert (
-        outcomes["passed"] == 37 and outcomes["skipped"] == 3
-    )  # 35 metrics + lora/log skips + 2 user tests
+        outcomes["passed"] == 39 and outcomes["skipped"] == 3
+    )  # 37 metrics + lora/log skips + 2 user tests
     assert "dpo-harness gate: PROMOTE demo" in result.stdout.str()
     cases = ET.parse(junit).getroot().iter("testcase")
     names = [c.get("name") for c in cases]
     assert "dpo[fluency::japanese_share]" in names and "dpo[adtech::mc_accuracy]" in names
-    assert len([n for n in names if n and n.startswith("dpo[")]) == 38  # one test case per metric
+    assert len([n for n in names if n and n.startswith("dpo[")]) == 40  # one test case per metric
     assert summary.read_text(encoding="utf-8").startswith("# Gate: PROMOTE")
 
 

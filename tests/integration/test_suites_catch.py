@@ -7,10 +7,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from dpo_harness.cli import cli
+from dpo_harness.evaluation.suite import available_suites
 from dpo_harness.files import load_model_file
-from dpo_harness.schema import EvalReport
+from dpo_harness.gate import GateDecision
+from dpo_harness.schema import DEFAULT_SUITES, EvalReport
 
 from tests.unit.test_suite_scoring import _seed_history
 
@@ -79,3 +82,39 @@ def test_seed_trainer_state_is_diagnosed_as_hidden_nan(demo_dir: Path, tmp_path:
     first = next(f for f in num.findings if f.metric == "training_log_errors")
     assert first.message.startswith("Hidden NaN run")
     assert "Hidden NaN run" in output
+
+
+@pytest.mark.parametrize("suite", DEFAULT_SUITES)
+def test_each_suite_sees_a_model_that_answers_nothing(
+    suite: str, demo_variant: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Issue 12: no pass by absence. Each suite states which failure it must see in a model whose
+    every answer is empty (``on_empty_answers``), and the gate shows exactly that."""
+    expected = available_suites()[suite].on_empty_answers
+    assert expected, f"{suite} states nothing about a model that answers nothing"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "gate",
+            str(demo_variant("empty")),
+            "--base",
+            "demo",
+            "--suites",
+            suite,
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    decision = load_model_file(tmp_path / "decision.json", GateDecision)
+    assert decision.decision == "refuse"
+    got = {m: decision.verdict(f"{suite}::{m}").verdict.value for m in expected}
+    assert got == dict(expected), "\n".join(decision.reasons)
+    # Nothing gated passes by having nothing to compare.
+    assert not any(
+        v.verdict.value == "skipped" and "no value to compare" in v.reason
+        for v in decision.verdicts
+    )
+    if "unscorable" in expected.values():
+        assert "nothing scorable" in result.output and "UNSCORABLE" in result.output

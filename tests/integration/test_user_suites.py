@@ -143,7 +143,7 @@ def test_the_pytest_plugin_has_one_item_per_user_suite_metric(
     out = result.stdout.str()
     assert "dpo-harness gate: PROMOTE demo" in out
     outcomes = result.parseoutcomes()
-    assert outcomes["passed"] + outcomes.get("skipped", 0) == 19 + 1  # open: 19 metrics, mc40: acc
+    assert outcomes["passed"] + outcomes.get("skipped", 0) == 20 + 1  # open: 20 metrics, mc40: acc
     bad = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--dpo-checkpoint=demo", "--dpo-base=demo",
         f"--dpo-baselines-dir={baselines}", f"--dpo-suite-file={files / 'suites.yaml'}",

@@ -159,28 +159,172 @@ def test_inconclusive_says_how_many_items_would_decide_and_policy_decides() -> N
     assert lenient.decision == "promote"
 
 
-def test_holm_demotes_a_marginal_regression_among_many_metrics() -> None:
-    # m0 is worse than its margin at p ≈ 0.03 on its own, but not among 12 metrics after Holm.
+def _many_metrics(shift: float, noise: float, seed: int = 0, k: int = 12):
+    """A baseline and a candidate over ``k`` continuous metrics; m0 is moved by ``shift``."""
     from dpo_harness.schema import Direction, MetricSpec
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     n = 60
     specs = {
-        f"m{k}": MetricSpec(name=f"m{k}", description="", direction=Direction.HIGHER, margin=0.1)
-        for k in range(12)
+        f"m{j}": MetricSpec(name=f"m{j}", description="", direction=Direction.HIGHER, margin=0.1)
+        for j in range(k)
     }
     base_vals = {name: _items(rng.normal(1.0, 0.3, n).tolist()) for name in specs}
     cand_vals = {name: dict(v) for name, v in base_vals.items()}
-    cand_vals["m0"] = {k: v - 0.2 + rng.normal(0, 0.35) for k, v in base_vals["m0"].items()}
+    cand_vals["m0"] = {key: v + shift + rng.normal(0, noise) for key, v in base_vals["m0"].items()}
     base = make_baseline(make_report(base_vals, specs))
-    d = gate(
-        make_report(cand_vals, specs, fingerprint="sha256:c"), base, GatePolicy(n_resamples=2000)
-    )
+    return make_report(cand_vals, specs, fingerprint="sha256:c"), base
+
+
+def test_holm_demotes_a_marginal_regression_and_shows_the_interval_it_used() -> None:
+    # m0 is worse than its margin at p ≈ 0.03 on its own, but not among 12 metrics after Holm.
+    cand, base = _many_metrics(-0.2, 0.35)
+    d = gate(cand, base, GatePolicy(n_resamples=2000))
     v = d.verdict("toy::m0")
     assert v.p_regressed is not None and v.p_regressed_holm is not None
     assert v.p_regressed < 0.05 <= v.p_regressed_holm
-    assert v.verdict is Verdict.INCONCLUSIVE and "Holm correction across 12 metrics" in v.reason
+    assert v.verdict is Verdict.INCONCLUSIVE
+    # The interval shown is the Holm-adjusted one (Bonferroni level for a hypothesis Holm does
+    # not reject): it straddles the margin, as "inconclusive" says.
+    assert v.ci_level == pytest.approx(1 - 2 * 0.05 / 12)
+    assert v.ci_low is not None and v.ci_high is not None and v.ci_low < -0.1 < v.ci_high
+    assert "Holm-adjusted (12 metrics)" in v.reason and "99.2%" in v.reason
     assert d.decision == "refuse"  # inconclusive still refuses under the default policy
+
+
+def test_inconclusive_promote_never_promotes_a_point_estimate_past_its_margin() -> None:
+    # A heavily noised candidate: m0 lost twice its margin; after Holm it is only inconclusive.
+    # Before issue 12, --inconclusive promote promoted it.
+    cand, base = _many_metrics(-0.2, 0.35)
+    lenient = gate(cand, base, GatePolicy(n_resamples=2000, inconclusive="promote"))
+    v = lenient.verdict("toy::m0")
+    assert v.verdict is Verdict.INCONCLUSIVE and v.point_past_margin
+    assert lenient.decision == "refuse"
+    assert any("point estimate is already past the margin" in r for r in lenient.reasons)
+    # Within the margin, the same policy forgives missing evidence and says so.
+    near, base2 = _many_metrics(-0.05, 0.6, seed=4)
+    d = gate(near, base2, GatePolicy(n_resamples=2000, inconclusive="promote"))
+    assert d.verdict("toy::m0").verdict is Verdict.INCONCLUSIVE, d.verdict("toy::m0").reason
+    assert d.decision == "promote" and "promoted by --inconclusive promote" in d.reasons[0]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shifts=st.lists(st.floats(-0.6, 0.3), min_size=2, max_size=6),
+    noise=st.floats(0.05, 0.6),
+    flips=st.integers(0, 30),
+    seed=st.integers(0, 2**16),
+)
+def test_every_verdict_matches_the_interval_it_reports(
+    shifts: list[float], noise: float, flips: int, seed: int
+) -> None:
+    """regressed ⟺ the reported interval lies wholly past the margin; pass ⟺ wholly inside it."""
+    from dpo_harness.schema import Direction, MetricSpec
+
+    rng = np.random.default_rng(seed)
+    n = 50
+    specs = {
+        f"m{j}": MetricSpec(name=f"m{j}", description="", direction=d, margin=0.1)
+        for j, d in enumerate([Direction.HIGHER, Direction.LOWER, Direction.BAND] * 2)
+    }
+    specs = dict(list(specs.items())[: len(shifts)])
+    specs["acc"] = MetricSpec(
+        name="acc", description="", direction=Direction.HIGHER, margin=0.05, binary=True
+    )
+    base_vals = {name: _items(rng.normal(1.0, 0.3, n).tolist()) for name in specs if name != "acc"}
+    cand_vals = {
+        name: {k: v + shift + rng.normal(0, noise) for k, v in base_vals[name].items()}
+        for name, shift in zip(specs, shifts, strict=False)
+    }
+    base_acc = (rng.random(n) < 0.6).astype(float)
+    cand_acc = base_acc.copy()
+    cand_acc[rng.choice(n, size=flips, replace=False)] = 0.0
+    base_vals["acc"] = _items(base_acc.tolist())
+    cand_vals["acc"] = _items(cand_acc.tolist())
+    d = gate(
+        make_report(cand_vals, specs, fingerprint="sha256:c"),
+        make_baseline(make_report(base_vals, specs)),
+        GatePolicy(n_resamples=300),
+    )
+    for v in d.verdicts:
+        assert v.ci_low is not None and v.ci_high is not None and v.margin is not None
+        lo, hi, m = v.ci_low, v.ci_high, v.margin
+        if v.direction is Direction.BAND:
+            inside, past = -m < lo and hi < m, hi < -m or lo > m
+        elif v.direction is Direction.LOWER:
+            inside, past = hi < m, lo > m
+        else:
+            inside, past = lo > -m, hi < -m
+        assert (v.verdict is Verdict.REGRESSED) == past, v.reason
+        assert (v.verdict in (Verdict.PASS, Verdict.IMPROVED)) == inside, v.reason
+        if v.verdict is Verdict.INCONCLUSIVE:
+            assert not inside and not past
+
+
+def _without_values(report, metric: str, n_missing: int):
+    """``report`` with the first ``n_missing`` items of ``metric`` unscored (empty answers)."""
+    from dpo_harness.schema import MetricResult
+
+    suite = report.suites[0]
+    k = next(j for j, m in enumerate(suite.metrics) if m.name == metric)
+    old = suite.metrics[k]
+    per = {i: (None if j < n_missing else v) for j, (i, v) in enumerate(old.per_sample.items())}
+    vals = [v for v in per.values() if v is not None]
+    suite.metrics[k] = MetricResult.from_spec(
+        old.spec, sum(vals) / len(vals) if vals else None, per
+    )
+    return report
+
+
+def test_a_metric_the_candidate_gave_nothing_to_score_fails_it_never_passes_by_absence() -> None:
+    # Before issue 12 this was "skipped: no value to compare", and skipped counted as passing.
+    n = 30
+    base = make_baseline(_toy([1.0] * n, [0.5] * n))
+    cand = _without_values(_toy([1.0] * n, [0.5] * n, fingerprint="sha256:c"), "loss", n)
+    d = gate(cand, base, FAST)
+    v = d.verdict("toy::loss")
+    assert v.verdict is Verdict.UNSCORABLE and d.decision == "refuse"
+    assert "nothing scorable on 30 of the 30 items the baseline scored" in v.reason
+    assert any("toy::loss has no value to compare" in r for r in d.reasons)
+    assert [e.candidate for e in v.examples] == [None, None, None]
+    # Under any policy: an unscorable metric is a failure, not missing evidence.
+    assert gate(cand, base, GatePolicy(n_resamples=1000, inconclusive="promote")).decision == (
+        "refuse"
+    )
+    assert "UNSCORABLE" in render_gate_markdown(d)
+
+
+def test_too_few_scorable_items_fail_and_a_few_missing_are_reported() -> None:
+    n = 30
+    base = make_baseline(_toy([1.0] * n, [0.5] * n))
+    few = _without_values(_toy([1.0] * n, [0.5] * n, fingerprint="sha256:c"), "loss", 25)
+    v = gate(few, base, FAST).verdict("toy::loss")
+    assert v.verdict is Verdict.UNSCORABLE and "(5 paired, too few to compare)" in v.reason
+    some = _without_values(_toy([1.0] * n, [0.5] * n, fingerprint="sha256:c"), "loss", 4)
+    v = gate(some, base, FAST).verdict("toy::loss")
+    assert v.verdict is Verdict.PASS and v.n_items == 26 and v.n_unscored == 4
+
+
+def test_a_metric_neither_run_could_score_is_skipped_and_says_so() -> None:
+    n = 30
+    base = make_baseline(_without_values(_toy([1.0] * n, [0.5] * n), "loss", n))
+    cand = _without_values(_toy([1.0] * n, [0.5] * n, fingerprint="sha256:c"), "loss", n)
+    v = gate(cand, base, FAST).verdict("toy::loss")
+    assert v.verdict is Verdict.SKIPPED and "the baseline has none either" in v.reason
+
+
+def test_a_blocking_verdict_says_what_the_suite_found() -> None:
+    from dpo_harness.schema import Finding
+
+    n = 30
+    base = make_baseline(_toy([1.0] * n, [0.5] * n))
+    cand = _toy([1.0] * n, [0.5] * n, run=[50.0] * n, fingerprint="sha256:c")
+    found = "Parameter model.layers.1.mlp.down_proj.weight holds 1 NaN."
+    cand.suites[0].findings.append(Finding(severity="error", metric="run", message=found))
+    d = gate(cand, base, FAST)
+    v = d.verdict("toy::run")
+    assert v.verdict is Verdict.HARD_FAIL and v.findings == [found] and found in v.reason
+    assert found in render_gate_markdown(d)
 
 
 def test_reference_dependent_metric_is_skipped_when_self_scored() -> None:

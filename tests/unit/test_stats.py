@@ -12,11 +12,13 @@ from dpo_harness.gate.stats import (
     NonInferiorityVerdict,
     holm,
     holm_adjusted,
+    holm_levels,
     items_needed,
     mcnemar_exact,
     mcnemar_noninferiority_p,
     mcnemar_score_ci,
     non_inferiority,
+    non_inferiority_interval,
     one_sided_bootstrap_p,
     paired_bootstrap_ci,
 )
@@ -572,3 +574,68 @@ def test_items_needed_decreases_as_distance_grows(sd: float, distances: list[flo
     n_near, n_far = items_needed(sd, near), items_needed(sd, far)
     assert n_near is not None and n_far is not None
     assert n_far <= n_near
+
+
+def test_holm_levels_worked_example() -> None:
+    p = [0.01, 0.04, 0.03, 0.005]
+    # 0.005 at .05/4 (rejected), 0.01 at .05/3 (rejected), then 0.03 fails at .05/2: the rest
+    # report the Bonferroni level .05/4.
+    levels = holm_levels(p, 0.05)
+    assert [r for _, r in levels] == [True, False, False, True]
+    assert [lv for lv, _ in levels] == pytest.approx([0.05 / 3, 0.05 / 4, 0.05 / 4, 0.05 / 4])
+
+
+@PROPERTY
+@given(
+    p=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30),
+    alpha=st.floats(0.001, 0.5),
+)
+def test_holm_levels_reject_exactly_as_holm_and_below_their_level(
+    p: list[float], alpha: float
+) -> None:
+    levels = holm_levels(p, alpha)
+    assert [r for _, r in levels] == holm(p, alpha)
+    m = len(p)
+    for p_i, (level, rejected) in zip(p, levels, strict=True):
+        assert alpha / m <= level <= alpha
+        if rejected:
+            assert p_i <= level  # a rejection is at its own step's level
+        else:
+            assert level == alpha / m  # an unrejected hypothesis reports Bonferroni
+
+
+@PROPERTY
+@given(
+    diff=st.lists(unit_scores, min_size=2, max_size=80),
+    margin=st.floats(0.0, 0.5),
+    alpha=st.floats(0.001, 0.2),
+    seed=seeds,
+)
+def test_interval_at_any_level_agrees_with_the_regression_p_value(
+    diff: list[float], margin: float, alpha: float, seed: int
+) -> None:
+    """The gate's Holm-level interval lies past the margin exactly when p_regressed < level."""
+    result = non_inferiority(diff, margin, alpha=alpha, n_resamples=300, seed=seed)
+    low, high = non_inferiority_interval(diff, alpha, n_resamples=300, seed=seed)
+    assert (low, high) == (result.ci_low, result.ci_high)
+    assert (high < -margin) == (result.p_regressed < alpha)
+
+
+@PROPERTY
+@given(
+    b=st.integers(0, 40),
+    c=st.integers(0, 40),
+    ties=st.integers(0, 200),
+    alpha=st.floats(0.001, 0.2),
+)
+def test_binary_interval_at_any_level_is_the_score_interval(
+    b: int, c: int, ties: int, alpha: float
+) -> None:
+    n = b + c + ties
+    if n == 0:
+        return
+    diff = _binary_diff(b, c, n)
+    low, high = non_inferiority_interval(diff, alpha, binary=True)
+    assert (low, high) == mcnemar_score_ci(b, c, n, confidence=1 - 2 * alpha)
+    result = non_inferiority(diff, 0.05, alpha=alpha, binary=True, n_resamples=100)
+    assert (low, high) == (result.ci_low, result.ci_high)
