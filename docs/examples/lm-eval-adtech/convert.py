@@ -1,4 +1,4 @@
-"""Write adtech_mc.jsonl: the adtech suite's 158 multiple-choice items as lm-eval documents.
+"""Write adtech_mc.jsonl: the adtech suite's multiple-choice items (275) as lm-eval documents.
 
     python docs/examples/lm-eval-adtech/convert.py
 
