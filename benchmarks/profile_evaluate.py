@@ -36,14 +36,14 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # (label, predicate on (file, line, function name)) -> cumulative seconds
 GROUPS: list[tuple[str, str, str]] = [
     ("imports (all, incl. lazy ones below)", "<frozen importlib._bootstrap>", "_find_and_load"),
-    ("model + tokenizer load (load_from_config)", "harness/evaluate.py", "load_from_config"),
-    ("stage 1: runner.run (all first requests)", "harness/evaluate.py", "evaluate_loaded"),
-    ("  weights scan", "harness/runner.py", "_run_weights"),
-    ("  generation, batched (_run_generate)", "harness/runner.py", "_run_generate"),
-    ("  parity: one-by-one re-generation", "harness/runner.py", "_run_parity"),
-    ("  log-likelihood scoring (MC + answer NLL)", "harness/runner.py", "_run_loglikelihood"),
-    ("  rolling log-likelihood (held-out)", "harness/runner.py", "_run_rolling"),
-    ("  probes (logit statistics)", "harness/runner.py", "_run_probe"),
+    ("model + tokenizer load (load_from_config)", "evaluation/evaluate.py", "load_from_config"),
+    ("all requests and scoring (evaluate_loaded)", "evaluation/evaluate.py", "evaluate_loaded"),
+    ("  weights scan", "backends/hf.py", "weights"),
+    ("  generation, batched", "backends/hf.py", "_generate_texts"),
+    ("  parity: one-by-one re-generation", "evaluation/runner.py", "_run_parity"),
+    ("  log-likelihood scoring (MC + answer NLL)", "backends/hf.py", "loglikelihood"),
+    ("  rolling log-likelihood (held-out)", "backends/hf.py", "rolling"),
+    ("  probes (logit statistics)", "backends/hf.py", "candidate_probes"),
     ("  model.generate (all calls)", "transformers/generation/utils.py", "generate"),
     ("suite scoring: numerical", "suites/numerical.py", "score"),
     ("suite scoring: repetition", "suites/repetition.py", "score"),
@@ -51,9 +51,9 @@ GROUPS: list[tuple[str, str, str]] = [
     ("suite scoring: adtech", "suites/adtech.py", "score"),
     ("  MeCab: Tagger construction (get_tagger)", "suites/metrics/japanese.py", "get_tagger"),
     ("  MeCab: tagging (_tag)", "suites/metrics/japanese.py", "_tag"),
-    ("statistics: import of harness/stats.py", "harness/stats.py", "<module>"),
-    ("statistics: calls into harness/stats.py", "harness/stats.py", "*"),
-    ("report: json + markdown + table", "harness/cli.py", "_write_evaluation"),
+    ("statistics: import of gate/stats.py", "gate/stats.py", "<module>"),
+    ("statistics: calls into gate/stats.py", "gate/stats.py", "*"),
+    ("report: json + markdown + html + table", "cli/evaluate.py", "_write_evaluation"),
 ]
 
 
@@ -191,6 +191,7 @@ def main() -> None:
     ap.add_argument("--profile-threads", default="1", help="OMP_NUM_THREADS for the profile")
     ap.add_argument("--cap", type=float, default=180.0, help="seconds; a slower run is stopped")
     ap.add_argument("--skip-profile", action="store_true")
+    ap.add_argument("--title", default="before any change", help="what this profile is of")
     ap.add_argument("--skip-threads", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/evaluate_profile.md")
     ap.add_argument("--threads-out", type=Path, default=REPO / "benchmarks/results/threads.md")
@@ -206,7 +207,7 @@ def main() -> None:
             load1 = load_avg()
             print(f"profiled wall {wall:.1f}s", flush=True)
             text = (
-                "# `dpo-harness evaluate` on the demo: profile (before any change)\n\n"
+                f"# `dpo-harness evaluate` on the demo: profile ({args.title})\n\n"
                 f"Command: `OMP_NUM_THREADS={args.profile_threads} python -m cProfile -o "
                 "evaluate.prof -m dpo_harness.cli evaluate --quiet --out TMP`. Wall "
                 f"{wall:.1f} s under cProfile (its overhead included); load average {load0} → "
