@@ -53,7 +53,8 @@ class FluencySuite(Suite):
     # v4: empty answers are not scored (they read as free of drift and broken characters)
     # v5: answer_nll_reference skipped with the reason when neither a reference nor the candidate
     # can score (a served model without prompt log-probabilities)
-    version = "5"
+    # v6: japanese_share counts the kanji of a drifted (Chinese) sentence as another script
+    version = "6"
     description = "Japanese script share, Chinese drift, broken characters, sentence endings, morphology, answer NLL."
     scoring_modules = ("dpo_harness.suites.common", "dpo_harness.suites.metrics.japanese")
     on_empty_answers: ClassVar[Mapping[str, str]] = {

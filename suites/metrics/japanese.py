@@ -121,10 +121,18 @@ def japanese_share(text: str) -> float:
 
     0.0 when the text has no letters. Digits and symbols are left out on purpose: they are
     script-neutral, and "！！！！" should not read as "not Japanese" here (other metrics see it).
+    Kanji in a sentence that :func:`chinese_drift` calls drifted (long, kanji, no kana at all)
+    are counted as another script's letters: that is Chinese, not Japanese, and a model that
+    drifts into Chinese must not score as fluent Japanese (0 of 1,217 human Japanese sentences
+    are such a sentence, docs/metrics.md §2.5, so Japanese text scores as before).
     """
     counts = _script_counts(text)
     japanese = counts["hiragana"] + counts["katakana"] + counts["kanji"]
     letters = japanese + counts["latin"] + counts["other_letter"]
+    for sentence in split_sentences(text):
+        part = _script_counts(sentence)
+        if _drifted(part):
+            japanese -= part["kanji"]
     return japanese / letters if letters else 0.0
 
 
@@ -165,9 +173,19 @@ def chinese_drift(text: str, *, min_chars: int = 8, min_kanji: int = 4) -> tuple
         if sum(counts.values()) - counts["space"] < min_chars:
             continue
         considered += 1
-        if counts["kanji"] >= min_kanji and counts["hiragana"] + counts["katakana"] == 0:
+        if _drifted(counts, min_chars=min_chars, min_kanji=min_kanji):
             drifted += 1
     return drifted, considered
+
+
+def _drifted(counts: Counter[str], *, min_chars: int = 8, min_kanji: int = 4) -> bool:
+    """A sentence long enough to judge, with kanji and no kana at all: Chinese, not Japanese."""
+    long_enough = sum(counts.values()) - counts["space"] >= min_chars
+    return (
+        long_enough
+        and counts["kanji"] >= min_kanji
+        and counts["hiragana"] + counts["katakana"] == 0
+    )
 
 
 def replacement_char_count(text: str) -> int:

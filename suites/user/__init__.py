@@ -30,11 +30,20 @@ __all__ = ["CODE_VERSION", "SCORING_MODULES"]
 # fluency scoring), lm-evaluation-harness multiple_choice and generate_until tasks.
 # v2: an lm-eval multiple_choice task is skipped, with the reason, for a candidate that cannot
 # score log-likelihoods (a served model without prompt log-probabilities)
-CODE_VERSION = "2"
+# v3: the built-in scorers a user suite reuses are hashed with it (a change to japanese_share moved
+# open-prompt user suites' numbers without moving this version); japanese_share excludes Chinese
+CODE_VERSION = "3"
 
 # The modules whose code turns a user suite's rows into requests and scores.
 SCORING_MODULES = (
     "dpo_harness.suites.user.base",
     "dpo_harness.suites.user.native",
     "dpo_harness.suites.user.lm_eval",
+    # the built-in scoring that user suites reuse: a change there changes their numbers too
+    "dpo_harness.suites.common",
+    "dpo_harness.suites.adtech",
+    "dpo_harness.suites.repetition",
+    "dpo_harness.suites.fluency",
+    "dpo_harness.suites.metrics.repetition",
+    "dpo_harness.suites.metrics.japanese",
 )

@@ -364,3 +364,38 @@ def test_morph_stats_speed_on_1000_chars() -> None:
         morph_stats(text)
     per_call = (time.perf_counter() - start) / 10
     assert per_call < 0.1  # ~5 ms measured on the 2-core dev machine
+
+
+def test_chinese_is_not_counted_as_japanese_script() -> None:
+    chinese = CHINESE
+    assert japanese_share(chinese) == 0.0  # kanji with no kana at all, in long sentences
+    # A Japanese answer with a Chinese sentence in it loses exactly that sentence's kanji.
+    mixed = FLUENT + chinese
+    share = japanese_share(mixed)
+    assert 0.0 < share < 1.0
+    # Short kanji-only answers (a term, a name) stay Japanese: too short to judge.
+    assert japanese_share("広告主") == 1.0 and japanese_share("入札単価。") == 1.0
+
+
+def _share_before(text: str) -> float:
+    """japanese_share as it was before Chinese sentences were excluded."""
+    from dpo_harness.suites.metrics.japanese import _script_counts
+
+    counts = _script_counts(text)
+    japanese = counts["hiragana"] + counts["katakana"] + counts["kanji"]
+    letters = japanese + counts["latin"] + counts["other_letter"]
+    return japanese / letters if letters else 0.0
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [FLUENT, "広告配信の最適化について説明します。", "CTRは2%です。", "入札単価"]
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_japanese_text_scores_as_before(parts: list[str]) -> None:
+    text = "。".join(parts)  # sentences; a run of 8+ kanji without kana would read as Chinese
+    assert japanese_share(text) == pytest.approx(_share_before(text))
