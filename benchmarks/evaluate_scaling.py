@@ -109,8 +109,9 @@ def main() -> None:
         "are an upper bound for a quiet machine.\n\n"
         "| model | dtype | wall s | peak RSS GB |\n|---|---|---|---|\n"
         + "\n".join(rows)
-        + "\n\nbf16 on this CPU has no native bf16 matrix multiply, so it saves memory, not "
-        "time.\n\nCommand: `python benchmarks/evaluate_scaling.py --models DIR`\n"
+        + "\n\nCommand: `python benchmarks/evaluate_scaling.py --models DIR "
+        + " ".join(sys.argv[1:]).split("--models ", 1)[-1].partition(" ")[2]
+        + "`\n"
     )
     (REPO / "benchmarks" / "results" / "evaluate_scaling.md").write_text(text, encoding="utf-8")
     print(text)
