@@ -36,7 +36,6 @@ from dpo_harness.gate.policy_file import (
     apply_rules,
     check_base,
 )
-from dpo_harness.gate.power import TYPICAL_DISCORDANCE, baseline_power
 from dpo_harness.launcher import process_group
 from dpo_harness.schema import EvalConfig, EvalReport
 from tabulate import tabulate
@@ -271,6 +270,10 @@ def _unchanged(old: Baseline, report: EvalReport, rules: PolicyFile | None) -> b
 
 def _power_table(b: Baseline) -> str:
     """Per gated metric: what the gate can and cannot see with this baseline's items."""
+    # Imported here: the power module needs scipy, which every other command can do without
+    # (`import dpo_harness.cli` 0.95 -> 0.23 s, benchmarks/results/evaluate_profile_after.md).
+    from dpo_harness.gate.power import TYPICAL_DISCORDANCE, baseline_power
+
     rows, flags = [], []
     for p in baseline_power(b):
         mark = "⚑" if p.flag else ""
