@@ -106,9 +106,9 @@ def main() -> None:
     for _ in range(args.repeats):
         for arm in arms:  # interleaved
             # one-glibc: one resident, glibc's own mmap threshold (the allocator policy off)
-            env = {**os.environ, "DPO_HARNESS_MMAP_THRESHOLD": "0" if arm == "one-glibc" else ""}
-            if arm != "one-glibc":
-                env.pop("DPO_HARNESS_MMAP_THRESHOLD")
+            env = {k: v for k, v in os.environ.items() if k != "DPO_HARNESS_MMAP_THRESHOLD"}
+            if arm == "one-glibc":
+                env["DPO_HARNESS_MMAP_THRESHOLD"] = "0"
             out = (
                 subprocess.run(
                     [

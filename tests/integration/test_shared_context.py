@@ -180,3 +180,19 @@ def test_a_released_model_is_really_freed_before_the_next_one_loads() -> None:
     runner.run([*probes, *mc])
     assert runner.stats.model_loads == 1
     assert alive_at_reference_load == [False], "the candidate was still in memory"
+
+
+def test_a_bad_mmap_threshold_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+    from dpo_harness.cli import cli
+    from dpo_harness.evaluation.backends import hf
+
+    hf._cpu_allocator_policy.cache_clear()
+    monkeypatch.setenv("DPO_HARNESS_MMAP_THRESHOLD", "1MB")
+    try:
+        result = CliRunner().invoke(cli, ["evaluate", "--suites", "numerical", "--quiet"])
+    finally:
+        hf._cpu_allocator_policy.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "DPO_HARNESS_MMAP_THRESHOLD='1MB' is not a number of bytes" in result.output
+    assert "Traceback" not in result.output

@@ -11,10 +11,12 @@ adapter's reference is the adapter switched off.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from dpo_harness.errors import BadInputError
 from dpo_harness.evaluation import measure
 from dpo_harness.evaluation.backends.base import Parked, RunnerStats, TokenScores, progress_bar
 from dpo_harness.evaluation.loading import LoadedModel, chat_template_error
@@ -68,6 +70,7 @@ def _budget_batches(
         yield batch
 
 
+@functools.cache
 def _libc() -> Any:
     """glibc, or None (macOS, musl, Windows: the allocator calls below are glibc's)."""
     import ctypes
@@ -82,24 +85,28 @@ def _libc() -> Any:
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-_allocator_set = False
+MMAP_THRESHOLD_ENV = "DPO_HARNESS_MMAP_THRESHOLD"
 
 
+@functools.cache
 def _cpu_allocator_policy() -> None:
     """Large CPU tensors from fresh pages, given back when freed (once per process).
 
     glibc raises its mmap threshold each time a large block is freed, after which blocks of that
     size come from its heap and stay in the process when freed. Scoring makes many logits-sized
-    temporaries (tens of MB each on a 151,936-token vocabulary), so the heap kept ~0.3 GB and
-    the gate's peak on the 0.5B shape was 1.27x the weights; with the threshold fixed at 1 MiB
-    it is 1.13x (benchmarks/results/gate_memory-0.5b.md, which also gives the time it costs).
-    ``DPO_HARNESS_MMAP_THRESHOLD`` sets another threshold in bytes; 0 leaves glibc's default.
+    temporaries (tens of MB each on a 151,936-token vocabulary), so the heap kept ~0.2 GB and
+    the gate's peak on the 0.5B shape was 1.30x the weights; with the threshold fixed at 1 MiB
+    it is 1.20x (benchmarks/results/gate_memory-0.5b.md). ``DPO_HARNESS_MMAP_THRESHOLD`` sets
+    another threshold in bytes; 0 leaves glibc's default.
     """
-    global _allocator_set
-    if _allocator_set:
-        return
-    _allocator_set = True
-    value = int(os.environ.get("DPO_HARNESS_MMAP_THRESHOLD", str(1 << 20)) or 0)
+    raw = os.environ.get(MMAP_THRESHOLD_ENV, "").strip() or str(1 << 20)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadInputError(
+            f"{MMAP_THRESHOLD_ENV}={raw!r} is not a number of bytes",
+            "set it to a whole number of bytes (0 keeps glibc's default), or unset it",
+        ) from None
     lib = _libc()
     if value > 0 and lib is not None:
         lib.mallopt(_M_MMAP_THRESHOLD, value)
