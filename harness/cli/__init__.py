@@ -6,6 +6,7 @@ stopped, 2 bad input (a one-line cause and a fix, never a traceback).
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -61,3 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="dpo-harness", standalone_mode=True)
     except click.exceptions.Exit as exc:  # pragma: no cover - click handles this itself
         sys.exit(exc.exit_code)
+    finally:
+        # The command is over (outputs written, files closed). Moving every object to the
+        # permanent generation spares the interpreter's shutdown collections their walk over the
+        # torch/transformers object graph: 0.93 s -> 0.18 s after a demo evaluate
+        # (benchmarks/results/evaluate_profile_after.md). atexit handlers still run.
+        gc.freeze()

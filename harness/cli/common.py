@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -47,13 +48,16 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     # torch's weights-only unpickler on any --allow-pickle file written with protocol > 2.
     warnings.filterwarnings("ignore", message="Detected pickle protocol")
-    try:
+    # transformers and huggingface_hub read these when they are first imported; setting them
+    # instead of importing transformers here spares the commands that never load a model
+    # (`baseline show`, `verify`, `suites`) its 0.7 s import.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers.utils.logging" in sys.modules:  # already imported (in-process callers)
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def echo_err(msg: str) -> None:

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from dpo_harness.errors import BadInputError
 from dpo_harness.evaluation import measure
@@ -35,13 +35,6 @@ from dpo_harness.schema import (
 )
 
 __all__ = ["HFBackend"]
-
-T = TypeVar("T")
-
-
-def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 # Tokens (rows x padded width) per scoring forward. A forward's activations grow with it (the
@@ -306,25 +299,31 @@ class HFBackend:
         self, texts: Sequence[str], batch_size: int, max_new_tokens: int, bar: Any = None
     ) -> dict[str, GenerateResponse]:
         """Greedy generation for rendered prompts, longest first, results keyed by text."""
-        import torch
+        from dpo_harness.evaluation.greedy import greedy_generate  # imports torch
 
         model, tok = self._candidate(), self._cand().tokenizer
         eos = measure.eos_ids(model, tok)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
-        gen_cfg = measure.generation_config(max_new_tokens, eos, pad_id)
         encoded = {t: measure.encode(tok, t) for t in texts}
         order = sorted(texts, key=lambda t: -len(encoded[t]))
         results: dict[str, GenerateResponse] = {}
-        for batch in _batches(order, batch_size):
-            ids, mask, _ = self._left_pad([encoded[t] for t in batch], pad_id, self._device(model))
-            self.stats.forward_batches += 1
-            with torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
-            new = out[:, ids.shape[1] :].tolist()
-            for t, row in zip(batch, new, strict=True):
-                results[t] = measure.cut_at_eos(tok, row, eos)
+
+        def finished(i: int, tokens: list[int]) -> None:
+            results[order[i]] = measure.cut_at_eos(tok, tokens, eos)
             if bar is not None:
-                bar.update(len(batch))
+                bar.update(1)
+
+        _, batches = greedy_generate(
+            model,
+            [encoded[t] for t in order],
+            eos=eos,
+            pad_id=pad_id,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            device=self._device(model),
+            done=finished,
+        )
+        self.stats.forward_batches += batches
         return results
 
     # ------------------------------------------------------------------ log-likelihood
