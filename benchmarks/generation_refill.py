@@ -1,0 +1,196 @@
+"""Greedy generation of answers of different lengths: ``model.generate`` batches vs the runner's loop.
+
+The runner's loop (``dpo_harness.evaluation.greedy``) drops a row as soon as it ends and lets a
+waiting prompt take its place; ``model.generate`` keeps every row of a batch until the longest
+ends. That only matters when answers differ in length, and a random-weight model never emits its
+EOS token. So the benchmark makes lengths differ the way a real model's do, deterministically: a
+pilot run (not timed) generates every prompt to ``--max-new-tokens``; a random model repeats one
+token and then switches to another, and the token that every other prompt switches to is declared
+an end token. Those answers end at the switch, the others run to the limit.
+
+Arms, on the same model object, prompts (chat-rendered open prompts and AdTech questions, longest
+first) and end tokens; interleaved repeats, medians:
+
+- ``generate(), batch B`` — ``model.generate`` on consecutive batches of B with the runner's greedy
+  ``GenerationConfig`` (what the runner did before);
+- ``runner loop, batch B`` — ``greedy_generate(..., batch_size=B)`` (what it does now);
+- ``one-by-one`` — ``model.generate`` per prompt (run once: the reference for equality).
+
+Run: ``python benchmarks/generation_refill.py --model out/models/qwen2-0.1b``; writes
+``benchmarks/results/generation_refill.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+from dpo_harness.evaluation import measure
+from dpo_harness.evaluation.greedy import greedy_generate
+from dpo_harness.evaluation.loading import load_checkpoint
+from dpo_harness.files import atomic_write_text, read_jsonl
+from dpo_harness.schema import ChatMessage
+from dpo_harness.suites.common import DATA_DIR
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def _prompts(n: int) -> list[str]:
+    texts = [o["prompt"] for _, o in read_jsonl(DATA_DIR / "open_prompts.jsonl")]
+    texts += [
+        o["question"]
+        for _, o in read_jsonl(DATA_DIR / "adtech" / "items.jsonl")
+        if o["type"] == "short_answer"
+    ]
+    return texts[:n]
+
+
+def _until_end(tokens: list[int], ends: set[int]) -> list[int]:
+    cut = next((i for i, t in enumerate(tokens) if t in ends), None)
+    return tokens if cut is None else tokens[: cut + 1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(REPO / "out/models/qwen2-0.1b"))
+    ap.add_argument("--n", type=int, default=32, help="prompts")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/generation_refill.md")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    loaded = load_checkpoint(args.model, device="cpu", dtype="float32")
+    model, tok = loaded.model, loaded.tokenizer
+    n_params = sum(p.numel() for p in model.parameters())
+    rows = [
+        measure.encode(tok, measure.render_prompt(tok, (ChatMessage(role="user", content=t),)))
+        for t in _prompts(args.n)
+    ]
+    rows.sort(key=lambda r: -len(r))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    mnt = args.max_new_tokens
+
+    # ---- pilot: the token every other prompt switches to becomes an end token
+    pilot, _ = greedy_generate(
+        model, rows, eos=[-1], pad_id=pad, max_new_tokens=mnt, batch_size=args.batch, device=CPU
+    )
+    ends: set[int] = set()
+    for i, toks in enumerate(pilot):
+        switch = next((t for t in toks if t != toks[0]), None)
+        if i % 2 == 0 and switch is not None:
+            ends.add(switch)
+    eos = sorted(ends)
+    cfg = measure.generation_config(mnt, eos, pad)
+
+    def generate_batches() -> list[list[int]]:
+        out: list[list[int]] = []
+        for s in range(0, len(rows), args.batch):
+            chunk = rows[s : s + args.batch]
+            width = max(len(r) for r in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, r in enumerate(chunk):
+                ids[i, width - len(r) :] = torch.tensor(r)
+                mask[i, width - len(r) :] = 1
+            with torch.inference_mode():
+                gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
+            out += [_until_end(g, ends) for g in gen[:, width:].tolist()]
+        return out
+
+    def runner_loop() -> list[list[int]]:
+        toks, _ = greedy_generate(
+            model, rows, eos=eos, pad_id=pad, max_new_tokens=mnt, batch_size=args.batch, device=CPU
+        )
+        return toks
+
+    def one_by_one() -> list[list[int]]:
+        out = []
+        with torch.inference_mode():
+            for r in rows:
+                gen = model.generate(input_ids=torch.tensor([r]), generation_config=cfg)
+                out.append(_until_end(gen[0, len(r) :].tolist(), ends))
+        return out
+
+    loads = [os.getloadavg()]
+    t = time.perf_counter()
+    reference = one_by_one()
+    single_s = time.perf_counter() - t
+    lengths = sorted(len(r) for r in reference)
+    arms: dict[str, Callable[[], list[list[int]]]] = {
+        f"generate(), batch {args.batch}": generate_batches,
+        f"runner loop, batch {args.batch}": runner_loop,
+    }
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    wrong: Counter[str] = Counter()
+    for rep in range(args.repeats):
+        names = list(arms)
+        for name in names[rep % 2 :] + names[: rep % 2]:  # alternate which arm goes first
+            t = time.perf_counter()
+            got = arms[name]()
+            times[name].append(time.perf_counter() - t)
+            wrong[name] = sum(a != b for a, b in zip(got, reference, strict=True))
+        loads.append(os.getloadavg())
+    tokens = sum(lengths)
+    table = [
+        [
+            name,
+            round(statistics.median(ts), 2),
+            " ".join(f"{x:.2f}" for x in ts),
+            round(tokens / statistics.median(ts), 1),
+            round(single_s / statistics.median(ts), 2),
+            f"{wrong[name]}/{len(rows)}",
+        ]
+        for name, ts in times.items()
+    ]
+    table.append(
+        [
+            "one-by-one (once)",
+            round(single_s, 2),
+            f"{single_s:.2f}",
+            round(tokens / single_s, 1),
+            1.0,
+            "—",
+        ]
+    )
+    gen_s = statistics.median(times[f"generate(), batch {args.batch}"])
+    loop_s = statistics.median(times[f"runner loop, batch {args.batch}"])
+    head = [
+        "arm",
+        "median s",
+        "runs s",
+        "new tokens/s",
+        "speed-up vs one-by-one",
+        "answers ≠ one-by-one",
+    ]
+    md = (
+        "# Greedy generation of answers of different lengths: generate() batches vs the runner's loop\n\n"
+        f"`{Path(args.model).name}` ({n_params / 1e6:.1f} M parameters, vocab {model.config.vocab_size:,}), "
+        f"{len(rows)} chat-rendered prompts, at most {mnt} new tokens, greedy, fp32, {args.threads} thread(s), "
+        f"{args.repeats} interleaved repeats (medians). {len(eos)} end tokens from the pilot; answer lengths "
+        f"{lengths[0]}–{lengths[-1]}, median {statistics.median(lengths):.0f}, {tokens} new tokens in all. "
+        f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} cores (shared machine). "
+        f"Load average: {' → '.join(' '.join(f'{x:.2f}' for x in la) for la in loads)}.\n\n"
+        + tabulate(table, headers=head, tablefmt="github")
+        + f"\n\nRunner loop vs generate() batches: **{gen_s / loop_s:.2f}×**.\n\n"
+        f"Command: `python benchmarks/generation_refill.py --model {args.model} --n {args.n} "
+        f"--batch {args.batch} --max-new-tokens {mnt} --repeats {args.repeats} --threads {args.threads}`\n"
+    )
+    atomic_write_text(args.out, md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
