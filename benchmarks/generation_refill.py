@@ -5,8 +5,9 @@ waiting prompt take its place; ``model.generate`` keeps every row of a batch unt
 ends. That only matters when answers differ in length, and a random-weight model never emits its
 EOS token. So the benchmark makes lengths differ the way a real model's do, deterministically: a
 pilot run (not timed) generates every prompt to ``--max-new-tokens``; a random model repeats one
-token and then switches to another, and the token that every other prompt switches to is declared
-an end token. Those answers end at the switch, the others run to the limit.
+token and then switches to another, and the token a prompt switches to is declared an end token
+for all but every ``1/--long-share``-th prompt. Those answers end at the switch, the others (and
+any answer that meets no end token) run to the limit.
 
 Arms, on the same model object, prompts (chat-rendered open prompts and AdTech questions, longest
 first) and end tokens; interleaved repeats, medians:
@@ -69,6 +70,9 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--long-share", type=float, default=0.5, help="share of prompts left to run to the limit"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/generation_refill.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -83,14 +87,15 @@ def main() -> None:
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     mnt = args.max_new_tokens
 
-    # ---- pilot: the token every other prompt switches to becomes an end token
+    # ---- pilot: the token a prompt switches to becomes an end token (but for the long ones)
     pilot, _ = greedy_generate(
         model, rows, eos=[-1], pad_id=pad, max_new_tokens=mnt, batch_size=args.batch, device=CPU
     )
+    every = max(1, round(1 / args.long_share)) if args.long_share > 0 else len(rows) + 1
     ends: set[int] = set()
     for i, toks in enumerate(pilot):
         switch = next((t for t in toks if t != toks[0]), None)
-        if i % 2 == 0 and switch is not None:
+        if i % every != 0 and switch is not None:
             ends.add(switch)
     eos = sorted(ends)
     cfg = measure.generation_config(mnt, eos, pad)
@@ -179,14 +184,16 @@ def main() -> None:
         "# Greedy generation of answers of different lengths: generate() batches vs the runner's loop\n\n"
         f"`{Path(args.model).name}` ({n_params / 1e6:.1f} M parameters, vocab {model.config.vocab_size:,}), "
         f"{len(rows)} chat-rendered prompts, at most {mnt} new tokens, greedy, fp32, {args.threads} thread(s), "
-        f"{args.repeats} interleaved repeats (medians). {len(eos)} end tokens from the pilot; answer lengths "
+        f"{args.repeats} interleaved repeats (medians). {len(eos)} end tokens from the pilot "
+        f"(--long-share {args.long_share}); answer lengths "
         f"{lengths[0]}–{lengths[-1]}, median {statistics.median(lengths):.0f}, {tokens} new tokens in all. "
         f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} cores (shared machine). "
         f"Load average: {' → '.join(' '.join(f'{x:.2f}' for x in la) for la in loads)}.\n\n"
         + tabulate(table, headers=head, tablefmt="github")
         + f"\n\nRunner loop vs generate() batches: **{gen_s / loop_s:.2f}×**.\n\n"
         f"Command: `python benchmarks/generation_refill.py --model {args.model} --n {args.n} "
-        f"--batch {args.batch} --max-new-tokens {mnt} --repeats {args.repeats} --threads {args.threads}`\n"
+        f"--batch {args.batch} --max-new-tokens {mnt} --repeats {args.repeats} --threads {args.threads} "
+        f"--long-share {args.long_share}`\n"
     )
     atomic_write_text(args.out, md)
     print(md)
