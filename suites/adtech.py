@@ -136,7 +136,10 @@ class AdtechSuite(Suite):
     #     unchanged candidates at 5% discordance; at 0.15, 1-2% up to 20%: docs/gate-statistics.md)
     # v4: a candidate without log-likelihoods (a served model) skips the multiple-choice metrics
     #     and overall_accuracy (which includes them) with the reason
-    version = "4"
+    # v5: items grown to 514 multiple choice (454 hand-written, 219 of them new; 60 generated),
+    #     238 short answers (130 new), 253 arithmetic (215 generated): at 10% discordance every
+    #     gated accuracy refuses at most 5% of unchanged candidates (docs/gate-statistics.md)
+    version = "5"
     description = "Japanese AdTech domain accuracy: multiple choice, short answer, arithmetic."
     on_empty_answers: ClassVar[Mapping[str, str]] = {"empty_answer_share": "hard-fail"}
 

@@ -59,9 +59,9 @@ __all__ = [
 ]
 
 SEED = 20261201
-COUNT = 160
+COUNT = 215
 PREFIX = "ar-"
-MC_COUNT = 40
+MC_COUNT = 60
 MC_PREFIX = "am-"
 NEAR_DUPLICATE = 0.8
 ITEMS_FILE = DATA_DIR / "adtech" / "items.jsonl"

@@ -86,12 +86,36 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def modules_hash(names: tuple[str, ...]) -> str:
-    """Hash of the code of these modules (AST without docstrings and imports)."""
+def _drop_class_versions(tree: ast.AST) -> ast.AST:
+    """Remove ``version = ...`` from class bodies (a built-in suite's own version)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            kept = [
+                n
+                for n in node.body
+                if not (
+                    isinstance(n, ast.Assign)
+                    and [getattr(t, "id", None) for t in n.targets] == ["version"]
+                )
+            ]
+            node.body = kept or [ast.Pass()]
+    return tree
+
+
+def modules_hash(names: tuple[str, ...], *, without_suite_versions: bool = False) -> str:
+    """Hash of the code of these modules (AST without docstrings and imports).
+
+    ``without_suite_versions``: also without the ``version`` of the suite classes in them. The
+    user-suite entry hashes built-in suite modules for their scoring functions; their versions
+    are already in every user suite's declaration hash, and a built-in suite's data change
+    (which bumps its version) must not force a bump of the user-suite code version.
+    """
     h = hashlib.sha256()
     for name in names:
-        source = inspect.getsource(importlib.import_module(name))
-        h.update(ast.dump(_strip_docstrings(ast.parse(source))).encode())
+        tree = _strip_docstrings(ast.parse(inspect.getsource(importlib.import_module(name))))
+        if without_suite_versions:
+            tree = _drop_class_versions(tree)
+        h.update(ast.dump(tree).encode())
     return "sha256:" + h.hexdigest()[:16]
 
 
@@ -120,7 +144,7 @@ def current() -> dict[str, dict[str, str]]:
     }
     out[USER_SUITES] = {
         "version": user_suites.CODE_VERSION,
-        "code_hash": modules_hash(user_suites.SCORING_MODULES),
+        "code_hash": modules_hash(user_suites.SCORING_MODULES, without_suite_versions=True),
     }
     return out
 

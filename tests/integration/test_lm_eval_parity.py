@@ -1,10 +1,10 @@
 """An lm-eval task scores here as lm-evaluation-harness scores it, item by item, on the demo model.
 
 lm-eval's own ``HFLM`` (the ``bench`` extra) and dpo-harness evaluate the same loaded model on
-the same task YAMLs: the 275 adtech multiple-choice items of ``docs/examples/lm-eval-adtech``
+the same task YAMLs: the 514 adtech multiple-choice items of ``docs/examples/lm-eval-adtech``
 (every multiple-choice metric) and a ``generate_until`` task over the demo's training questions.
 Per-item log-likelihoods agree within 1e-4, every per-item score and generation is identical,
-and the example task reproduces lm-eval's acc 0.3491 (96 of 275).
+and the example task reproduces lm-eval's acc 0.2763 (142 of 514).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_multiple_choice_log_likelihoods_and_scores_agree_item_by_item(
     theirs, ours = both
     suite = ours.suite("parity_mc")
     samples = {str(s["doc_id"]): s for s in theirs["samples"]["parity_mc"]}
-    assert len(samples) == len(suite.samples) == 275
+    assert len(samples) == len(suite.samples) == 514
     worst = 0.0
     for record in suite.samples:
         sample = samples[record.item_id]
@@ -124,7 +124,7 @@ def test_multiple_choice_log_likelihoods_and_scores_agree_item_by_item(
                 metric,
                 record.item_id,
             )
-    print(f"\nlm-eval parity: 275 items, max |Δ log-likelihood| = {worst:.3g}")
+    print(f"\nlm-eval parity: 514 items, max |Δ log-likelihood| = {worst:.3g}")
     assert worst < TOLERANCE, f"max |Δ log-likelihood| = {worst:.3g}"
     for metric in ("acc", "acc_norm", "acc_bytes", "exact_match"):
         assert suite.metric(metric).value == pytest.approx(
@@ -148,7 +148,7 @@ def test_generations_and_exact_match_agree_item_by_item(both: tuple[dict[str, An
 def test_the_example_task_reproduces_lm_evals_accuracy(both: tuple[dict[str, Any], Any]) -> None:
     _, ours = both
     acc = ours.suite("adtech_mc").metric("acc")
-    assert sum(v or 0 for v in acc.per_sample.values()) == 96 and len(acc.per_sample) == 275
-    assert acc.value == pytest.approx(0.3491, abs=5e-5)  # lm_eval ... --tasks adtech_mc
+    assert sum(v or 0 for v in acc.per_sample.values()) == 142 and len(acc.per_sample) == 514
+    assert acc.value == pytest.approx(0.2763, abs=5e-5)  # lm_eval ... --tasks adtech_mc
     # Not the adtech suite's own mc_accuracy (0.3382 on the demo): the suite asks the question
     # inside the chat template, the 13-line task as plain text, as lm-eval tasks usually do.

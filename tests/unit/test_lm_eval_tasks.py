@@ -362,4 +362,4 @@ def test_the_example_documents_are_the_adtech_items() -> None:
     spec.loader.exec_module(module)
     lines = (example / "adtech_mc.jsonl").read_text(encoding="utf-8").splitlines()
     assert lines == [json.dumps(d, ensure_ascii=False) for d in module.documents()]
-    assert len(lines) == 275  # rerun convert.py when the adtech items change
+    assert len(lines) == 514  # rerun convert.py when the adtech items change

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -43,6 +44,24 @@ __all__ = ["HFBackend"]
 # accelerator wants more (benchmarks/results/gate_memory-0.5b.md).
 SCORE_TOKENS = {"cpu": 1024}
 SCORE_TOKENS_ACCELERATOR = 16384
+
+
+class _MemoTokenizer:
+    """A tokenizer that remembers what it encoded (``tokenizer(text)`` only; every other
+    attribute is the tokenizer's own), so a context shared by four choices is encoded once."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tok = tokenizer
+        self._seen: dict[tuple[str, bool], Any] = {}
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> Any:
+        key = (text, add_special_tokens)
+        if key not in self._seen:
+            self._seen[key] = self._tok(text, add_special_tokens=add_special_tokens)
+        return self._seen[key]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tok, name)
 
 
 def _budget_batches(
@@ -140,6 +159,10 @@ class HFBackend:
         self.progress = progress
         # model id -> the shared-context scorer checked exact for it (None: use the plain path)
         self._shared_ok: dict[int, Callable[..., Any] | None] = {}
+        # rendered conversations per tokenizer (weak: a released model's tokenizer goes with it)
+        self._rendered: weakref.WeakKeyDictionary[Any, dict[Prompt, str]] = (
+            weakref.WeakKeyDictionary()
+        )
         # model id -> (decoder, lm_head) checked to give the model's logits (None: plain path)
         self._head_ok: dict[int, tuple[Any, Any] | None] = {}
 
@@ -277,8 +300,12 @@ class HFBackend:
         # Plain text is what the model sees as it stands (no chat template, no system prompt).
         if isinstance(prompt, str):
             return prompt
+        memo = self._rendered.setdefault(tokenizer, {})
+        if prompt in memo:  # each choice of a question renders the same conversation
+            return memo[prompt]
         try:
-            return measure.render_prompt(tokenizer, prompt, self.generation.system_prompt)
+            memo[prompt] = measure.render_prompt(tokenizer, prompt, self.generation.system_prompt)
+            return memo[prompt]
         except Exception as exc:  # jinja2 errors; the template is the checkpoint's code
             from jinja2 import TemplateError
 
@@ -337,8 +364,10 @@ class HFBackend:
         self, role: ModelRole, items: Sequence[tuple[Prompt | str, str]], desc: str
     ) -> list[TokenScores]:
         with self._model(role) as (model, tok):
+            cached = _MemoTokenizer(tok)  # the choices of a question share their context
             pairs = [
-                measure.encode_pair(tok, self._context_text(tok, ctx), cont) for ctx, cont in items
+                measure.encode_pair(cached, self._context_text(tok, ctx), cont)
+                for ctx, cont in items
             ]
             return self._score_pairs(model, tok, pairs, desc)
 
