@@ -268,14 +268,15 @@ def _unchanged(old: Baseline, report: EvalReport, rules: PolicyFile | None) -> b
     )
 
 
-def _power_table(b: Baseline) -> str:
+def _power_table(b: Baseline, discordance: float | None = None) -> str:
     """Per gated metric: what the gate can and cannot see with this baseline's items."""
     # Imported here: the power module needs scipy, which every other command can do without
     # (`import dpo_harness.cli` 0.95 -> 0.23 s, benchmarks/results/evaluate_profile_after.md).
     from dpo_harness.gate.power import TYPICAL_DISCORDANCE, baseline_power
 
+    q = TYPICAL_DISCORDANCE if discordance is None else discordance
     rows, flags = [], []
-    for p in baseline_power(b):
+    for p in baseline_power(b, discordance=q):
         mark = "⚑" if p.flag else ""
         rows.append(
             [
@@ -284,6 +285,7 @@ def _power_table(b: Baseline) -> str:
                 f"{p.margin:g}",
                 format_value(p.base_value),
                 "0/1" if p.binary else format_value(p.item_sd),
+                f"{p.discordance:.1%}",
                 _num(p.resolvable_margin),
                 _num(p.detectable_regression),
                 _pct(p.false_refusal),
@@ -295,7 +297,8 @@ def _power_table(b: Baseline) -> str:
             flags.append(f"⚑ {p.name}: {p.flag}")
     head = (
         f"What the gate can see (a candidate of unchanged quality changes "
-        f"{TYPICAL_DISCORDANCE:.0%} of its items; power 80%; docs/gate-statistics.md):"
+        f"{q:.0%} of its items, q; a binary one at most twice the base's smaller side; "
+        "power 80%; docs/gate-statistics.md):"
     )
     table = tabulate(
         rows,
@@ -305,6 +308,7 @@ def _power_table(b: Baseline) -> str:
             "margin",
             "base",
             "item SD",
+            "q",
             "resolves margin ≥",
             "names regression ≥",
             "false refusal",
@@ -323,7 +327,7 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
-def _summary(b: Baseline) -> str:
+def _summary(b: Baseline, discordance: float | None = None) -> str:
     rules = b.key.policy
     report = apply_rules(b.report, rules)
     rows = []
@@ -357,13 +361,23 @@ def _summary(b: Baseline) -> str:
         ]
     )
     table = tabulate(rows, headers=["suite", "metric", "value", "items", "hard limit", "margin"])
-    return head + table + "\n\n" + _power_table(b)
+    return head + table + "\n\n" + _power_table(b, discordance)
 
 
 @baseline.command("show")
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @baselines_dir_option
-def show(file: Path | None, baselines_dir_opt: Path | None = None) -> None:
+@click.option(
+    "--discordance",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=None,
+    metavar="Q",
+    help="Share of items an unchanged candidate is assumed to change in the power table "
+    "(default 0.05; docs/gate-statistics.md shows 0.05, 0.1 and 0.2).",
+)
+def show(
+    file: Path | None, baselines_dir_opt: Path | None = None, discordance: float | None = None
+) -> None:
     """Show one baseline (a file, or a model name as `baseline update` takes), or list all.
 
     For one baseline: its metrics, and per gated metric what the gate can see with its items
@@ -372,6 +386,7 @@ def show(file: Path | None, baselines_dir_opt: Path | None = None) -> None:
 
     \b
     Example: dpo-harness baseline show demo
+    Example: dpo-harness baseline show demo --discordance 0.1
     """
 
     def body() -> int:
@@ -380,7 +395,10 @@ def show(file: Path | None, baselines_dir_opt: Path | None = None) -> None:
             # A model name (as `baseline update demo` takes) means its file in the directory.
             named = directory / f"{slug_for(str(file))}.json"
             click.echo(
-                _summary(load_baseline(named if not file.exists() and named.is_file() else file))
+                _summary(
+                    load_baseline(named if not file.exists() and named.is_file() else file),
+                    discordance,
+                )
             )
             return EXIT_OK
         files = sorted(directory.glob("*.json")) if directory.is_dir() else []

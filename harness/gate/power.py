@@ -15,7 +15,8 @@ per-item values, what an *unchanged* candidate and a *regressed* one would meet:
   probability at this margin.
 
 The model of "unchanged at discordance q": for a binary metric a share q of items flip, half
-each way (no change on average); for a continuous metric a share q of items take a new value
+each way (no change on average), at most twice the base's smaller side (a base at 0 on every
+item leaves nothing to flip back: an unchanged candidate matches it); for a continuous metric a share q of items take a new value
 drawn independently from the base's own per-item distribution, so a paired difference has SD
 ``sd·√(2q)``. A regression of size Δ adds Δ of right-to-wrong flips (binary) or shifts the
 mean by Δ (continuous).
@@ -271,12 +272,20 @@ def baseline_power(
         values = [v for v in m.per_sample.values() if v is not None]
         binary = m.binary and all(v in (0.0, 1.0) for v in values)
         sd = _item_sd(m)
+        q = discordance
+        if binary:
+            # An unchanged candidate flips as many items one way as the other, so it can flip
+            # at most twice the smaller side of the base: a base at 0 on every item (no
+            # degenerate answer) leaves nothing to flip back, and the candidate either matches
+            # it exactly (passes) or is worse.
+            share = sum(values) / len(values)
+            q = min(discordance, 2.0 * min(share, 1.0 - share))
         fr, at_margin, resolvable, detectable, needed = metric_power(
             n=n,
             margin=margin,
             binary=binary,
             item_sd=sd,
-            discordance=discordance,
+            discordance=q,
             alpha=alpha,
             n_metrics=len(gated),
             band=m.direction is Direction.BAND,
@@ -286,7 +295,7 @@ def baseline_power(
             more = f"≥ {needed} items" if needed is not None else "more items"
             wider = f"a margin ≥ {resolvable:.3g}" if resolvable is not None else "a wider margin"
             flag = (
-                f"margin {margin:g} is below what {n} items resolve at {discordance:.0%} "
+                f"margin {margin:g} is below what {n} items resolve at {q:.0%} "
                 f"discordance: use {more}, {wider}, or do not gate it (policy file: gated: false)"
             )
         out.append(
@@ -299,7 +308,7 @@ def baseline_power(
                 margin=margin,
                 base_value=m.value,
                 item_sd=sd,
-                discordance=discordance,
+                discordance=q,
                 false_refusal=fr,
                 power_at_margin=at_margin,
                 resolvable_margin=resolvable,

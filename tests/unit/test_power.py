@@ -143,3 +143,27 @@ def test_vectorised_score_statistic_is_the_gates(
     got = float(tango_z(np.array([float(b)]), np.array([float(c)]), n, -margin)[0])
     want = _tango_z(b, c, n, -margin)
     assert got == pytest.approx(want, rel=1e-9, abs=1e-12) or (got == want)
+
+
+def test_an_unchanged_candidate_cannot_flip_more_items_than_the_base_has_on_its_smaller_side() -> (
+    None
+):
+    """A base at 0 on every item (no empty, degenerate or right arithmetic answer on the demo)
+    leaves nothing to flip back: the power table assumes no flips there, and no false refusal,
+    instead of the 18.7% the symmetric model gave. A base at 1.26% may flip at most 2.5%."""
+    from dpo_harness.gate.power import baseline_power
+
+    repo = Path(__file__).resolve().parents[2]
+    by_name = {p.name: p for p in baseline_power(load_baseline(repo / "baselines" / "demo.json"))}
+    for name in (
+        "adtech::numeric_accuracy",
+        "repetition::degenerate_share",
+        "fluency::chinese_drift",
+    ):
+        p = by_name[name]
+        assert p.base_value == 0 and p.discordance == 0 and p.false_refusal == 0 and p.flag is None
+        assert p.power_at_margin is not None and p.power_at_margin > 0.9  # still sees a regression
+    short = by_name["adtech::short_answer_accuracy"]
+    assert short.base_value is not None
+    assert short.discordance == pytest.approx(2 * short.base_value, rel=1e-9)
+    assert by_name["adtech::mc_accuracy"].discordance == 0.05  # a base near 0.3: the full 5%
