@@ -150,5 +150,5 @@ def test_the_example_task_reproduces_lm_evals_accuracy(both: tuple[dict[str, Any
     acc = ours.suite("adtech_mc").metric("acc")
     assert sum(v or 0 for v in acc.per_sample.values()) == 142 and len(acc.per_sample) == 514
     assert acc.value == pytest.approx(0.2763, abs=5e-5)  # lm_eval ... --tasks adtech_mc
-    # Not the adtech suite's own mc_accuracy (0.3382 on the demo): the suite asks the question
+    # Not the adtech suite's own mc_accuracy (0.2802 on the demo): the suite asks the question
     # inside the chat template, the 13-line task as plain text, as lm-eval tasks usually do.
