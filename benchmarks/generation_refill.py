@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--model", default=str(REPO / "out/models/qwen2-0.1b"))
     ap.add_argument("--n", type=int, default=32, help="prompts")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--also-batch", type=int, default=0, help="another runner-loop batch size")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
@@ -115,11 +116,14 @@ def main() -> None:
             out += [_until_end(g, ends) for g in gen[:, width:].tolist()]
         return out
 
-    def runner_loop() -> list[list[int]]:
-        toks, _ = greedy_generate(
-            model, rows, eos=eos, pad_id=pad, max_new_tokens=mnt, batch_size=args.batch, device=CPU
-        )
-        return toks
+    def runner_loop(batch: int) -> Callable[[], list[list[int]]]:
+        def run() -> list[list[int]]:
+            toks, _ = greedy_generate(
+                model, rows, eos=eos, pad_id=pad, max_new_tokens=mnt, batch_size=batch, device=CPU
+            )
+            return toks
+
+        return run
 
     def one_by_one() -> list[list[int]]:
         out = []
@@ -136,13 +140,15 @@ def main() -> None:
     lengths = sorted(len(r) for r in reference)
     arms: dict[str, Callable[[], list[list[int]]]] = {
         f"generate(), batch {args.batch}": generate_batches,
-        f"runner loop, batch {args.batch}": runner_loop,
+        f"runner loop, batch {args.batch}": runner_loop(args.batch),
     }
+    if args.also_batch:
+        arms[f"runner loop, batch {args.also_batch}"] = runner_loop(args.also_batch)
     times: dict[str, list[float]] = {k: [] for k in arms}
     wrong: Counter[str] = Counter()
     for rep in range(args.repeats):
         names = list(arms)
-        for name in names[rep % 2 :] + names[: rep % 2]:  # alternate which arm goes first
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:  # rotate the order
             t = time.perf_counter()
             got = arms[name]()
             times[name].append(time.perf_counter() - t)
@@ -193,7 +199,8 @@ def main() -> None:
         + f"\n\nRunner loop vs generate() batches: **{gen_s / loop_s:.2f}×**.\n\n"
         f"Command: `python benchmarks/generation_refill.py --model {args.model} --n {args.n} "
         f"--batch {args.batch} --max-new-tokens {mnt} --repeats {args.repeats} --threads {args.threads} "
-        f"--long-share {args.long_share}`\n"
+        + (f"--also-batch {args.also_batch} " if args.also_batch else "")
+        + f"--long-share {args.long_share}`\n"
     )
     atomic_write_text(args.out, md)
     print(md)

@@ -3,24 +3,25 @@
 ``model.generate`` on a batch keeps every row until the longest one ends, computing padding for
 rows that are done, and a batch starts only when the previous one has finished. Answers differ a
 lot in length (on the demo, 357 answers of 1-128 tokens, most of them 16-47: one long answer
-held its batch of 16 for 128 steps), so most of that work is padding. Here:
+held its batch of 16 for 128 steps), so most of those forward passes are padding. Here:
 
 - one forward per step with a KV cache and ``logits_to_keep=1``; the argmax of float32 logits
   (what ``generate`` takes; :func:`dpo_harness.evaluation.measure.generation_config` defines the
   decoding: no sampling, no penalties, stop at any end token or after ``max_new_tokens``);
-- a row that ends leaves the batch at once (``Cache.batch_select_indices``), and the columns no
-  remaining row attends to are cut from the front of the cache;
+- rows that end stay as fillers only until the live rows fit a smaller multiple of 8 rows, then
+  leave (``Cache.batch_select_indices``), and the columns no remaining row attends to are cut
+  from the front of the cache (an odd row count can cost 1.7x a round one: :data:`_ROWS`);
 - when a quarter of the batch is free, the next waiting prompts are prefilled together and
   joined to the running batch (their caches left-padded to a common width, the padding masked),
   so the forward passes stay full. This needs a cache of plain ``DynamicLayer`` s (every
   full-attention model); a sliding-window or quantized cache runs batch after batch instead.
 
 Every row's tokens are the ones one-by-one decoding and ``model.generate`` give: padding is
-masked out of attention and each row keeps its own position ids (tests/unit/test_greedy.py
-checks all three on the demo's 357 prompts, a sliding-window cache included;
-benchmarks/generation.py on the 0.1B shape). A model whose forward does not take ``cache`` /
-``position_ids`` / ``logits_to_keep`` (remote code of an older style) is decoded batch by batch
-with ``model.generate`` and the same configuration.
+masked out of attention and each row keeps its own position ids (tests/integration/
+test_greedy.py checks all three on the demo model at batch sizes 1-64, a sliding-window cache
+included; benchmarks/generation_refill.py on the 0.1B shape). A model whose forward does not
+take ``cache`` / ``position_ids`` / ``logits_to_keep`` (remote code of an older style) is
+decoded batch by batch with ``model.generate`` and the same configuration.
 """
 
 from __future__ import annotations
