@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -74,11 +75,19 @@ def main() -> None:
     ap.add_argument(
         "--long-share", type=float, default=0.5, help="share of prompts left to run to the limit"
     )
+    ap.add_argument(
+        "--row-costs",
+        action="store_true",
+        help="instead: time one decode step at several row counts (why rows stay at multiples of 8)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/generation_refill.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.model, device="cpu", dtype="float32")
     model, tok = loaded.model, loaded.tokenizer
+    if args.row_costs:
+        _row_costs(model, args)
+        return
     n_params = sum(p.numel() for p in model.parameters())
     rows = [
         measure.encode(tok, measure.render_prompt(tok, (ChatMessage(role="user", content=t),)))
@@ -201,6 +210,42 @@ def main() -> None:
         f"--batch {args.batch} --max-new-tokens {mnt} --repeats {args.repeats} --threads {args.threads} "
         + (f"--also-batch {args.also_batch} " if args.also_batch else "")
         + f"--long-share {args.long_share}`\n"
+    )
+    atomic_write_text(args.out, md)
+    print(md)
+
+
+def _row_costs(model: Any, args: argparse.Namespace) -> None:
+    """Median time of one decode step (one new token per row, 80 cached positions) by rows."""
+    from transformers import DynamicCache
+
+    table = []
+    for rows in (32, 24, 17, 16, 15, 14, 13, 12, 9, 8, 7, 4, 1):
+        ids = torch.randint(0, 1000, (rows, 80))
+        mask = torch.ones_like(ids)
+        cache = DynamicCache(config=model.config)
+        times = []
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True, logits_to_keep=1)
+            for step in range(7):
+                mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype)], 1)
+                t = time.perf_counter()
+                model(
+                    input_ids=ids[:, :1],
+                    attention_mask=mask,
+                    position_ids=torch.full((rows, 1), 80 + step),
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                times.append(time.perf_counter() - t)
+        ms = statistics.median(times) * 1000
+        table.append([rows, round(ms, 1), round(ms / rows, 2)])
+    md = (
+        f"# One decode step by row count: `{Path(args.model).name}`, fp32, {args.threads} thread(s)\n\n"
+        f"torch {torch.__version__}; median of 7 steps, 80 cached positions.\n\n"
+        + tabulate(table, headers=["rows", "ms per step", "ms per row"], tablefmt="github")
+        + f"\n\nCommand: `python benchmarks/generation_refill.py --model {args.model} --row-costs`\n"
     )
     atomic_write_text(args.out, md)
     print(md)
