@@ -183,7 +183,7 @@ EVAL_OPTIONS: tuple[OptionSpec, ...] = (
         kind="choice",
         choices=("auto", "float32", "bfloat16", "float16"),
     ),
-    OptionSpec("--batch-size", "batch_size", "Requests per forward pass (default 16).", kind="int"),
+    OptionSpec("--batch-size", "batch_size", "Requests per forward pass (default 32).", kind="int"),
     OptionSpec(
         "--max-new-tokens",
         "generation.max_new_tokens",

@@ -59,7 +59,7 @@ class ModelRunner:
         reference: LoadedModel | None = None,
         reference_loader: Callable[[], LoadedModel] | None = None,
         candidate_loader: Callable[[], LoadedModel] | None = None,
-        batch_size: int = 16,
+        batch_size: int = 32,
         generation: GenerationSettings | None = None,
         progress: bool = False,
         distributed: Distributed | None = None,

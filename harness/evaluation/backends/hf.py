@@ -143,7 +143,7 @@ class HFBackend:
         reference: LoadedModel | None = None,
         reference_loader: Callable[[], LoadedModel] | None = None,
         candidate_loader: Callable[[], LoadedModel] | None = None,
-        batch_size: int = 16,
+        batch_size: int = 32,
         generation: GenerationSettings | None = None,
         stats: RunnerStats | None = None,
         progress: bool = False,
