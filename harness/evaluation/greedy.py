@@ -43,8 +43,8 @@ class _NoCacheForward(Exception):
 
 # Rows of a decoding step are kept at a multiple of this (finished rows stay as fillers until
 # the live ones fit in fewer): on this machine's BLAS a 0.1B-shape decode step with its
-# 151,936-column LM head took 106 ms at 16 rows, 114 ms at 8, but 150-183 ms at 12-15 rows
-# (benchmarks/results/generation_refill.md); accelerators tile rows by 8 as well.
+# 151,936-column LM head took 105 ms at 16 rows, 118 ms at 8, 125 ms at 32, but 154-195 ms at
+# 12-15 rows (benchmarks/results/generation_rowcosts-0.1b.md); accelerators tile rows by 8 too.
 _ROWS = 8
 
 
