@@ -44,7 +44,7 @@ GROUPS: list[tuple[str, str, str]] = [
     ("  log-likelihood scoring (MC + answer NLL)", "backends/hf.py", "loglikelihood"),
     ("  rolling log-likelihood (held-out)", "backends/hf.py", "rolling"),
     ("  probes (logit statistics)", "backends/hf.py", "candidate_probes"),
-    ("  model.generate (all calls)", "transformers/generation/utils.py", "generate"),
+    ("  greedy decoding loop (all calls)", "evaluation/greedy.py", "greedy_generate"),
     ("suite scoring: numerical", "suites/numerical.py", "score"),
     ("suite scoring: repetition", "suites/repetition.py", "score"),
     ("suite scoring: fluency", "suites/fluency.py", "score"),
