@@ -5,7 +5,10 @@ Qwen2 (151,936-row LM head), ``max_new_tokens`` from ``GenerationSettings`` (128
 never emits EOS, so every arm generates the full length). Arms, interleaved, medians:
 
 - ``runner batch 16`` — ``HFBackend._generate_texts(texts, 16, n)``, the runner's in-process
-  backend (left padding, explicit greedy ``GenerationConfig``, DynamicCache);
+  backend (since issue 13's second half its own greedy loop, ``evaluation/greedy.py``; when
+  ``results/generation.md`` was measured, ``model.generate`` with an explicit greedy
+  ``GenerationConfig``). Every answer here runs to the limit, so this benchmark cannot show what
+  the loop gains on answers of different lengths: ``benchmarks/generation_refill.py`` does;
 - ``runner one-by-one`` — the same at batch 1 (what the parity check re-does);
 - ``generate() defaults`` — ``model.generate(**tokenizer(texts, padding=True), max_new_tokens=…)``
   with the model's own generation config, batch 16;
