@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from dpo_harness.evaluation import measure
-from dpo_harness.evaluation.greedy import greedy_generate
+from dpo_harness.evaluation.greedy import greedy_generate, left_pad
 from dpo_harness.evaluation.loading import load_checkpoint
 from dpo_harness.files import atomic_write_text, read_jsonl
 from dpo_harness.schema import ChatMessage
@@ -113,13 +113,8 @@ def main() -> None:
     def generate_batches() -> list[list[int]]:
         out: list[list[int]] = []
         for s in range(0, len(rows), args.batch):
-            chunk = rows[s : s + args.batch]
-            width = max(len(r) for r in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, r in enumerate(chunk):
-                ids[i, width - len(r) :] = torch.tensor(r)
-                mask[i, width - len(r) :] = 1
+            ids, mask, _ = left_pad(rows[s : s + args.batch], pad, CPU)
+            width = ids.shape[1]
             with torch.inference_mode():
                 gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
             out += [_until_end(g, ends) for g in gen[:, width:].tolist()]

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from dpo_harness.evaluation import measure
 
-__all__ = ["greedy_generate"]
+__all__ = ["greedy_generate", "left_pad"]
 
 
 class _NoCacheForward(Exception):
@@ -120,16 +120,23 @@ def _plain_layers(cache: Any) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
-def _left_pad(
-    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, position ids) of token rows padded on the left to one width.
+
+    Left padding shifts positions unless they are derived from the mask (as ``generate()`` does),
+    so the position ids count only real tokens. An empty row is all padding.
+    """
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, width - len(r) :] = 1
-    return ids.to(device), mask.to(device)
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
 
 
 def _decode(
@@ -195,10 +202,10 @@ def _decode(
         free = batch_size - len(live)
         if waiting and (running is None or (refill and free >= admit_at)):
             group = [waiting.popleft() for _ in range(min(free, len(waiting)))]
-            ids, mask = _left_pad([rows[i] for i in group], pad_id, device)
+            ids, mask, pos = left_pad([rows[i] for i in group], pad_id, device)
             cache = DynamicCache(config=model.config)
             prefills += 1
-            tokens = forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache)
+            tokens = forward(ids, mask, pos, cache)
             fresh = _Running(cache, mask, mask.sum(-1), tokens, group, [0] * len(group))
             new = settle(fresh, tokens)
             refill = refill and _plain_layers(cache)
@@ -256,7 +263,7 @@ def _generate(
     max_new_tokens: int,
     device: torch.device,
 ) -> list[list[int]]:
-    ids, mask = _left_pad(rows, pad_id, device)
+    ids, mask, _ = left_pad(rows, pad_id, device)
     cfg = measure.generation_config(max_new_tokens, list(eos), pad_id)
     gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
     return [_until_end(list(r), eos) for r in gen[:, ids.shape[1] :].tolist()]

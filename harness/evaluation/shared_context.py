@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from dpo_harness.evaluation.greedy import left_pad
 
 Pair = tuple[list[int], list[int]]
 Scored = tuple[list[float], list[bool]]
@@ -152,13 +153,7 @@ def score_pairs_kv(
     for b0 in range(0, len(order), batch_size):
         batch = order[b0 : b0 + batch_size]
         # ---- stage 1: distinct contexts, left padded, cache kept, last position's logits only
-        width = max(len(g.context) for g in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, g in enumerate(batch):
-            ids[r, width - len(g.context) :] = torch.tensor(g.context)
-            mask[r, width - len(g.context) :] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, pos = left_pad([g.context for g in batch], pad_id, "cpu")
         cache = DynamicCache(config=model.config)
         o1 = _call(
             model,

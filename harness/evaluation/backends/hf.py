@@ -14,6 +14,7 @@ import contextlib
 import functools
 import os
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -258,18 +259,9 @@ class HFBackend:
     def _left_pad(
         self, rows: Sequence[Sequence[int]], pad_id: int, device: Any
     ) -> tuple[Any, Any, Any]:
-        import torch
+        from dpo_harness.evaluation.greedy import left_pad  # imports torch
 
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            if r:
-                ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-                mask[i, width - len(r) :] = 1
-        # Left padding shifts positions unless they are derived from the mask (as generate() does).
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids.to(device), mask.to(device), pos.to(device)
+        return left_pad(rows, pad_id, device)
 
     def _forward_tail(
         self, model: Any, rows: Sequence[Sequence[int]], keep: int, pad_id: int
@@ -542,11 +534,8 @@ class HFBackend:
         if impl in ("sdpa", "eager"):
             candidates.insert(0, shared_context.score_pairs_tree)
         # One question's pairs (the first context with two or more choices) as the probe.
-        first_ctx = next(
-            ctx
-            for ctx, cont in pairs
-            if cont and sum(1 for c2, k2 in pairs if k2 and c2 == ctx) > 1
-        )
+        choices = Counter(tuple(ctx) for ctx, cont in pairs if cont)
+        first_ctx = next(ctx for ctx, cont in pairs if cont and choices[tuple(ctx)] > 1)
         probe = [(ctx, cont) for ctx, cont in pairs if ctx == first_ctx and cont][:8]
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         max_len = self._max_len(model)
